@@ -1,0 +1,285 @@
+"""The seed contract: every random quantity is a pure function of (seed, stream, index).
+
+Operators never store their random entries. Entry ``i`` of a random quantity (a hash bucket,
+a sign, a sampled row, a Gaussian) is computed from a counter-based generator, so it is
+
+* reproducible across calls, processes, platforms and thread counts,
+* computable for any block of indices without generating the ones before it (streaming and
+  distributed sketches need no stored operator), and
+* implementable bit-identically on a GPU: the integer part is 64-bit multiply/xor/shift.
+
+Construction
+------------
+``seed`` (an int >= 0, a :class:`numpy.random.SeedSequence`, or None for fresh OS entropy) and a
+``stream`` id (a small int naming the purpose, see ``STREAM_*``) are hashed by NumPy's
+SeedSequence (``spawn_key=(..., stream)``) into a 64-bit ``key`` and an odd 64-bit ``gamma``.
+The ``i``-th 64-bit output of the stream is the SplitMix64 output
+
+    x_i = mix64(key + gamma * (i + 1))   (mod 2^64),
+
+with Stafford's variant-13 finaliser ``mix64`` (the SplittableRandom generator of Steele,
+Lea & Flood, OOPSLA 2014). ``mix64`` is a bijection, so distinct indices of one stream give
+distinct outputs. Derived variates:
+
+* integer in [0, n):   ``mulhi64(x_i, n)`` (Lemire's multiply-shift; bias <= n / 2^64),
+* sign:                ``+1`` if the top bit of ``x_i`` is 0 else ``-1``,
+* uniform in [0, 1):   ``(x_i >> 11) * 2^-53``,
+* standard normal:     Box-Muller on the pair ``(x_{2k}, x_{2k+1})``: entry ``2k`` is the
+  cosine branch, entry ``2k + 1`` the sine branch. Only this variate calls libm (log, sqrt,
+  cos/sin), so on another device it agrees up to the last bits of libm, not bitwise.
+* k distinct integers in [0, n): Floyd's algorithm, draw ``t`` using index ``offset + t``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+__all__ = [
+    "STREAM_GAUSSIAN",
+    "STREAM_HASH_BUCKETS",
+    "STREAM_HASH_SIGNS",
+    "STREAM_SRHT_ROWS",
+    "STREAM_SRHT_SIGNS",
+    "SeedLike",
+    "Stream",
+    "as_seed_sequence",
+    "stream",
+]
+
+SeedLike = int | np.random.SeedSequence | None
+
+# Stream ids: one per purpose. Never renumber (that would change every published sketch).
+STREAM_GAUSSIAN = 1
+STREAM_SRHT_SIGNS = 2
+STREAM_SRHT_ROWS = 3
+STREAM_HASH_BUCKETS = 4
+STREAM_HASH_SIGNS = 5
+
+_U64 = np.uint64
+_MIX_A = _U64(0xBF58476D1CE4E5B9)
+_MIX_B = _U64(0x94D049BB133111EB)
+_LO32 = _U64(0xFFFFFFFF)
+_ONE = _U64(1)
+_TWO_M53 = 2.0**-53
+_TWO_PI = 2.0 * np.pi
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar kernels (numba). These are the single definition of the contract on the CPU; the CUDA
+# version (issue 6) must reproduce them operation for operation.
+# ---------------------------------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def mix64(z):
+    """Stafford variant-13 64-bit finaliser (a bijection of uint64)."""
+    z = (z ^ (z >> _U64(30))) * _MIX_A
+    z = (z ^ (z >> _U64(27))) * _MIX_B
+    return z ^ (z >> _U64(31))
+
+
+@numba.njit(cache=True, inline="always")
+def counter_u64(key, gamma, i):
+    """The i-th uint64 of the stream (key, gamma); i is a non-negative integer."""
+    return mix64(key + gamma * (_U64(i) + _ONE))
+
+
+@numba.njit(cache=True, inline="always")
+def mulhi64(a, b):
+    """High 64 bits of the 128-bit product a * b (both uint64)."""
+    a_lo = a & _LO32
+    a_hi = a >> _U64(32)
+    b_lo = b & _LO32
+    b_hi = b >> _U64(32)
+    t = a_lo * b_lo
+    m1 = a_hi * b_lo + (t >> _U64(32))
+    m2 = a_lo * b_hi + (m1 & _LO32)
+    return a_hi * b_hi + (m1 >> _U64(32)) + (m2 >> _U64(32))
+
+
+@numba.njit(cache=True, inline="always")
+def counter_below(key, gamma, i, n):
+    """Integer in [0, n) (int64) from the i-th output; n >= 1."""
+    return np.int64(mulhi64(counter_u64(key, gamma, i), _U64(n)))
+
+
+@numba.njit(cache=True, inline="always")
+def counter_sign(key, gamma, i):
+    """+1.0 or -1.0 from the top bit of the i-th output."""
+    return 1.0 - 2.0 * np.float64(counter_u64(key, gamma, i) >> _U64(63))
+
+
+@numba.njit(cache=True, inline="always")
+def counter_uniform(key, gamma, i):
+    """Uniform float64 in [0, 1) with 53 random bits."""
+    return np.float64(counter_u64(key, gamma, i) >> _U64(11)) * _TWO_M53
+
+
+@numba.njit(cache=True, inline="always")
+def counter_normal(key, gamma, i):
+    """Standard normal entry i (Box-Muller on the output pair (2k, 2k+1), k = i // 2)."""
+    k = i // 2
+    u1 = 1.0 - counter_uniform(key, gamma, 2 * k)  # in (0, 1]: log is finite
+    u2 = counter_uniform(key, gamma, 2 * k + 1)
+    r = np.sqrt(-2.0 * np.log(u1))
+    if i % 2 == 0:
+        return r * np.cos(_TWO_PI * u2)
+    return r * np.sin(_TWO_PI * u2)
+
+
+@numba.njit(cache=True, inline="always")
+def floyd_sample_into(key, gamma, offset, k, n, out):
+    """Write k distinct integers of [0, n) into out[:k] (Floyd's algorithm, draw t uses index
+    offset + t). Membership is a linear scan: O(k^2), meant for small k (sparse sketches)."""
+    for t in range(k):
+        upper = n - k + t  # draw from [0, upper]
+        r = counter_below(key, gamma, offset + t, upper + 1)
+        for q in range(t):
+            if out[q] == r:
+                r = upper
+                break
+        out[t] = r
+
+
+@numba.njit(cache=True)
+def _floyd_sample_mask(key, gamma, k, n):
+    """k distinct integers of [0, n), ascending, via Floyd's algorithm with an n-entry mask."""
+    taken = np.zeros(n, dtype=np.bool_)
+    for t in range(k):
+        upper = n - k + t
+        r = counter_below(key, gamma, t, upper + 1)
+        if taken[r]:
+            r = upper
+        taken[r] = True
+    return np.flatnonzero(taken)
+
+
+# --------------------------------------------------------------------------------------------
+# Vectorised helpers over index arrays (used by operators, tests and users)
+# --------------------------------------------------------------------------------------------
+@numba.njit(cache=True, parallel=True)
+def _u64_many(key, gamma, idx):
+    out = np.empty(idx.shape[0], dtype=np.uint64)
+    for t in numba.prange(idx.shape[0]):
+        out[t] = counter_u64(key, gamma, idx[t])
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _below_many(key, gamma, idx, n):
+    out = np.empty(idx.shape[0], dtype=np.int64)
+    for t in numba.prange(idx.shape[0]):
+        out[t] = counter_below(key, gamma, idx[t], n)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _sign_many(key, gamma, idx):
+    out = np.empty(idx.shape[0], dtype=np.float64)
+    for t in numba.prange(idx.shape[0]):
+        out[t] = counter_sign(key, gamma, idx[t])
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _uniform_many(key, gamma, idx):
+    out = np.empty(idx.shape[0], dtype=np.float64)
+    for t in numba.prange(idx.shape[0]):
+        out[t] = counter_uniform(key, gamma, idx[t])
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _normal_many(key, gamma, idx):
+    out = np.empty(idx.shape[0], dtype=np.float64)
+    for t in numba.prange(idx.shape[0]):
+        out[t] = counter_normal(key, gamma, idx[t])
+    return out
+
+
+def as_seed_sequence(seed: SeedLike, name: str = "seed") -> np.random.SeedSequence:
+    """Normalise ``seed``: an int >= 0 or a SeedSequence; None draws fresh OS entropy (the
+    resulting SeedSequence's ``entropy`` reproduces it)."""
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if seed is None:
+        return np.random.SeedSequence()
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"{name} must be a non-negative int, a numpy.random.SeedSequence or None, "
+            f"got {type(seed).__name__}"
+        )
+    if seed < 0:
+        raise ValueError(f"{name} must be non-negative, got {seed}")
+    return np.random.SeedSequence(int(seed))
+
+
+def _fix_gamma(g: int) -> int:
+    """Odd gamma with enough bit transitions (SplittableRandom.mixGamma's rule)."""
+    g |= 1
+    if bin(g ^ (g >> 1)).count("1") < 24:
+        g ^= 0xAAAAAAAAAAAAAAAA
+    return g
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One random stream: ``key`` and odd ``gamma`` (uint64). Entry i of any variate is a pure
+    function of (key, gamma, i); see the module docstring for the definitions."""
+
+    key: np.uint64
+    gamma: np.uint64
+
+    @staticmethod
+    def _index(index) -> np.ndarray:
+        idx = np.asarray(index)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"index must be an integer array, got dtype {idx.dtype}")
+        if idx.size and idx.min() < 0:
+            raise ValueError("index must be non-negative")
+        return np.ascontiguousarray(idx.ravel(), dtype=np.int64), idx.shape
+
+    def uint64(self, index) -> np.ndarray:
+        """The raw 64-bit outputs at ``index``."""
+        idx, shape = self._index(index)
+        return _u64_many(self.key, self.gamma, idx).reshape(shape)
+
+    def integers(self, index, n: int) -> np.ndarray:
+        """Integers in [0, n) at ``index`` (int64)."""
+        idx, shape = self._index(index)
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        return _below_many(self.key, self.gamma, idx, n).reshape(shape)
+
+    def signs(self, index) -> np.ndarray:
+        """+-1.0 at ``index`` (float64)."""
+        idx, shape = self._index(index)
+        return _sign_many(self.key, self.gamma, idx).reshape(shape)
+
+    def uniform(self, index) -> np.ndarray:
+        """Uniform [0, 1) floats at ``index``."""
+        idx, shape = self._index(index)
+        return _uniform_many(self.key, self.gamma, idx).reshape(shape)
+
+    def normal(self, index) -> np.ndarray:
+        """Standard normal floats at ``index``."""
+        idx, shape = self._index(index)
+        return _normal_many(self.key, self.gamma, idx).reshape(shape)
+
+    def sample_without_replacement(self, k: int, n: int) -> np.ndarray:
+        """``k`` distinct integers of [0, n) in ascending order (uniform over k-subsets)."""
+        if not 0 <= k <= n:
+            raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+        return _floyd_sample_mask(self.key, self.gamma, k, n)
+
+
+def stream(seed: SeedLike, stream_id: int) -> Stream:
+    """The stream ``stream_id`` of ``seed`` (see the module docstring)."""
+    ss = as_seed_sequence(seed)
+    child = np.random.SeedSequence(
+        ss.entropy, spawn_key=(*ss.spawn_key, int(stream_id)), pool_size=ss.pool_size
+    )
+    key, gamma = (int(v) for v in child.generate_state(2, dtype=np.uint64))
+    return Stream(np.uint64(key), np.uint64(_fix_gamma(gamma)))

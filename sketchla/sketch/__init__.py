@@ -1,0 +1,53 @@
+"""Sketching operators: S of shape (m, n) applied along axis 0 of an (n, d) input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._backend import as_dense, is_sparse
+from ..random import SeedLike
+from ._base import SketchOperator
+from .gaussian import GaussianSketch
+from .hashing import CountSketch, SparseSign
+from .srht import SRHT
+
+__all__ = ["SRHT", "CountSketch", "GaussianSketch", "SketchOperator", "SparseSign", "sketch"]
+
+KINDS: dict[str, type[SketchOperator]] = {
+    "gaussian": GaussianSketch,
+    "srht": SRHT,
+    "countsketch": CountSketch,
+    "sparse_sign": SparseSign,
+}
+
+
+def sketch(
+    A: Any, m: int, kind: str = "countsketch", seed: SeedLike = None, **params: Any
+) -> np.ndarray:
+    """Sketch ``A`` along axis 0: ``Op(m, A.shape[0], seed=seed, **params) @ A``.
+
+    Parameters
+    ----------
+    A : array_like or scipy.sparse matrix, shape (n,) or (n, d)
+        The input.
+    m : int
+        Sketch size.
+    kind : {"countsketch", "sparse_sign", "srht", "gaussian"}
+        The operator (:class:`CountSketch`, :class:`SparseSign`, :class:`SRHT`,
+        :class:`GaussianSketch`).
+    seed : int, SeedSequence or None
+        Seed of the operator.
+    **params
+        Extra operator parameters (``nnz_per_col`` for ``"sparse_sign"``).
+
+    Returns
+    -------
+    ndarray, shape (m,) or (m, d)
+    """
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    if not is_sparse(A):
+        A = as_dense(A, "A")
+    return KINDS[kind](m, A.shape[0], seed=seed, **params) @ A

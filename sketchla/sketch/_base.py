@@ -1,0 +1,222 @@
+"""The sketching-operator base class: one place for the ``@`` algebra, validation and dtypes.
+
+A subclass implements four hooks on validated 2-D inputs:
+
+* ``_forward_dense(A)``: (n, d) float32/float64 ndarray -> S @ A, (m, d)
+* ``_forward_sparse(A)``: (n, d) CSR/CSC/COO with float data -> S @ A, dense (m, d)
+* ``_adjoint_dense(Y)``: (m, d) finite float ndarray -> S.T @ Y, (n, d)
+* ``_dense_matrix()``: the (m, n) float64 matrix
+
+and the base class provides ``S @ A``, ``A @ S``, ``S.T @ Y``, ``B @ S.T`` for 1-D and 2-D
+inputs, dtype handling (the policy of ``sketchla._backend``), the finiteness contract, the
+``scipy.sparse.linalg.LinearOperator`` protocol (``shape``, ``dtype``, ``matvec``, ``rmatvec``,
+``matmat``, ``rmatmat``) and ``todense``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._backend import (
+    as_dense,
+    as_sparse,
+    check_finite,
+    check_int,
+    is_sparse,
+    raise_for_nonfinite,
+)
+from ..random import SeedLike, as_seed_sequence
+
+__all__ = ["SketchOperator"]
+
+
+class SketchOperator:
+    """A random linear map S of shape (m, n) that sketches along axis 0 of an (n, d) input.
+
+    Parameters
+    ----------
+    m : int
+        Sketch size (rows of S), ``m >= 1``.
+    n : int
+        Input dimension (columns of S), ``n >= 1``.
+    seed : int, numpy.random.SeedSequence or None
+        Seed of the counter-based generator (``sketchla.random``). The same seed gives the same
+        operator in every call, process and thread count. None draws fresh OS entropy; it is
+        recorded in ``seed_sequence`` so the operator can be rebuilt.
+
+    Notes
+    -----
+    Outputs are NumPy arrays in the input's compute dtype (float32 stays float32, float64 stays
+    float64, integer/bool become float64, float16 becomes float32, complex is a TypeError).
+    Sparse inputs give dense outputs: sketches are meant for tall inputs, where (m, d) is small.
+    An input holding NaN or infinity raises ValueError (checked on the output of the map, which
+    every input entry reaches, so no extra pass over a large input is made).
+    """
+
+    #: numpy defers ``ndarray @ S`` to ``S.__rmatmul__`` instead of making an object array.
+    __array_ufunc__ = None
+
+    def __init__(self, m: int, n: int, seed: SeedLike = None) -> None:
+        self.m = check_int(m, "m", minimum=1)
+        self.n = check_int(n, "n", minimum=1)
+        self.seed = seed
+        self.seed_sequence = as_seed_sequence(seed)
+
+    # -- LinearOperator protocol ------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(m, n)."""
+        return (self.m, self.n)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """float64: the dtype of ``todense()``; applications follow the input's dtype."""
+        return np.dtype(np.float64)
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def matvec(self, x: Any) -> np.ndarray:
+        """S @ x."""
+        return self @ x
+
+    def rmatvec(self, y: Any) -> np.ndarray:
+        """S.T @ y."""
+        return self.T @ y
+
+    def matmat(self, X: Any) -> np.ndarray:
+        """S @ X."""
+        return self @ X
+
+    def rmatmat(self, Y: Any) -> np.ndarray:
+        """S.T @ Y."""
+        return self.T @ Y
+
+    @property
+    def T(self) -> _TransposedSketch:
+        """The adjoint S.T, shape (n, m): ``S.T @ Y`` and ``B @ S.T``."""
+        return _TransposedSketch(self)
+
+    def todense(self) -> np.ndarray:
+        """The (m, n) matrix S as a float64 ndarray (for tests and small problems)."""
+        return self._dense_matrix()
+
+    # -- application -----------------------------------------------------------------------
+    def __matmul__(self, A: Any) -> np.ndarray:
+        return self._forward(A, "A")
+
+    def __rmatmul__(self, Y: Any) -> np.ndarray:
+        return _transpose_result(self._adjoint(_transpose_input(Y, "Y"), "Y.T"))
+
+    def _forward(self, A: Any, name: str) -> np.ndarray:
+        """S @ A for A of shape (n,) or (n, d), dense or scipy.sparse."""
+        _reject_operator(A)
+        if is_sparse(A):
+            A = as_sparse(A, name)
+            self._check_rows(A.shape[0], self.n, name)
+            out = self._forward_sparse(A)
+            raise_for_nonfinite(out, {name: A})
+            return out.astype(A.dtype, copy=False)
+        A = as_dense(A, name)
+        self._check_rows(A.shape[0], self.n, name)
+        vector = A.ndim == 1
+        out = self._forward_dense(A[:, None] if vector else A).astype(A.dtype, copy=False)
+        raise_for_nonfinite(out, {name: A})
+        return out[:, 0] if vector else out
+
+    def _adjoint(self, Y: Any, name: str) -> np.ndarray:
+        """S.T @ Y for Y of shape (m,) or (m, d), dense."""
+        _reject_operator(Y)
+        if is_sparse(Y):
+            raise TypeError(
+                f"{name} is a scipy.sparse matrix; the adjoint S.T @ Y takes dense sketch-space "
+                f"arrays (m = {self.m} rows). Densify it explicitly with .toarray()."
+            )
+        Y = as_dense(Y, name)
+        self._check_rows(Y.shape[0], self.m, name)
+        check_finite(Y, name)
+        vector = Y.ndim == 1
+        out = self._adjoint_dense(Y[:, None] if vector else Y).astype(Y.dtype, copy=False)
+        return out[:, 0] if vector else out
+
+    def _check_rows(self, rows: int, expected: int, name: str) -> None:
+        if rows != expected:
+            raise ValueError(
+                f"{name} has {rows} rows but {type(self).__name__} of shape {self.shape} "
+                f"needs {expected}"
+            )
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v}" for k, v in self._repr_params().items())
+        return f"{type(self).__name__}(m={self.m}, n={self.n}{extra}, seed={self.seed!r})"
+
+    def _repr_params(self) -> dict[str, Any]:
+        return {}
+
+    # -- hooks -----------------------------------------------------------------------------
+    def _forward_dense(self, A: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _forward_sparse(self, A: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _adjoint_dense(self, Y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _dense_matrix(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _TransposedSketch:
+    """S.T of a sketch S: ``S.T @ Y`` (adjoint) and ``B @ S.T`` (= (S @ B.T).T)."""
+
+    __array_ufunc__ = None
+
+    def __init__(self, op: SketchOperator) -> None:
+        self._op = op
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self._op.n, self._op.m)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._op.dtype
+
+    @property
+    def T(self) -> SketchOperator:
+        return self._op
+
+    def todense(self) -> np.ndarray:
+        return self._op.todense().T
+
+    def __matmul__(self, Y: Any) -> np.ndarray:
+        return self._op._adjoint(Y, "Y")
+
+    def __rmatmul__(self, B: Any) -> np.ndarray:
+        return _transpose_result(self._op._forward(_transpose_input(B, "B"), "B.T"))
+
+    def __repr__(self) -> str:
+        return f"{self._op!r}.T"
+
+
+def _reject_operator(A: Any) -> None:
+    if isinstance(A, (SketchOperator, _TransposedSketch)):
+        raise TypeError(
+            "products of sketch operators are not formed; apply them in sequence, "
+            "e.g. S2 @ (S1 @ A)"
+        )
+
+
+def _transpose_input(B: Any, name: str) -> Any:
+    """B.T for the right-multiplication forms (1-D stays 1-D; array-likes are validated)."""
+    if not is_sparse(B):
+        B = as_dense(B, name)
+    return B.T
+
+
+def _transpose_result(out: np.ndarray) -> np.ndarray:
+    return out.T if out.ndim == 2 else out

@@ -1,0 +1,84 @@
+"""Dense Gaussian sketch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._kernels import cpu
+from ..random import STREAM_GAUSSIAN, SeedLike, stream
+from ._base import SketchOperator
+
+__all__ = ["GaussianSketch"]
+
+#: entries of S generated per block while applying (32 MiB of float64)
+_BLOCK_ENTRIES = 2**22
+
+
+class GaussianSketch(SketchOperator):
+    r"""Gaussian sketch: :math:`S_{rj} \sim \mathcal N(0, 1/m)` i.i.d., shape (m, n).
+
+    :math:`\mathbb E[S^\top S] = I_n`. For an n x d matrix A of rank r, with probability at least
+    :math:`1 - \delta` every singular value of :math:`S U` (U an orthonormal basis of range(A))
+    lies in :math:`[1 - \varepsilon, 1 + \varepsilon]` once
+    :math:`m \gtrsim (r + \log(1/\delta)) / \varepsilon^2` (Gordon's theorem; see Woodruff,
+    "Sketching as a Tool for Numerical Linear Algebra", 2014, Thm 2.3). The best constants of the
+    four operators, at O(m n d) time.
+
+    Entry (r, j) is ``normal(j * m + r) / sqrt(m)`` of stream ``STREAM_GAUSSIAN`` (see
+    :mod:`sketchla.random`). S is never stored: it is regenerated in blocks of columns on each
+    application (O(m n) normals plus one GEMM), so memory stays O(m d + 2^22).
+
+    Parameters
+    ----------
+    m, n : int
+        Shape of S; any ``m >= 1`` (m > n is allowed but is no reduction).
+    seed : int, SeedSequence or None
+        See :class:`SketchOperator`.
+
+    Examples
+    --------
+    >>> import numpy as np, sketchla
+    >>> S = sketchla.GaussianSketch(64, 1000, seed=0)
+    >>> (S @ np.ones((1000, 3))).shape
+    (64, 3)
+    """
+
+    def __init__(self, m: int, n: int, seed: SeedLike = None) -> None:
+        super().__init__(m, n, seed)
+        self._stream = stream(self.seed_sequence, STREAM_GAUSSIAN)
+        self._block = max(1, _BLOCK_ENTRIES // self.m)
+
+    def _columns(self, j0: int, j1: int, dtype: np.dtype) -> np.ndarray:
+        """S[:, j0:j1].T as a (j1 - j0, m) array of ``dtype``."""
+        out = np.empty((j1 - j0) * self.m, dtype=dtype)
+        s = self._stream
+        cpu.normal_range(s.key, s.gamma, j0 * self.m, j1 * self.m, 1.0 / np.sqrt(self.m), out)
+        return out.reshape(j1 - j0, self.m)
+
+    def _blocks(self):
+        for j0 in range(0, self.n, self._block):
+            yield j0, min(self.n, j0 + self._block)
+
+    def _forward_dense(self, A: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.m, A.shape[1]), dtype=A.dtype)
+        for j0, j1 in self._blocks():
+            out += self._columns(j0, j1, A.dtype).T @ A[j0:j1]
+        return out
+
+    def _forward_sparse(self, A: Any) -> np.ndarray:
+        A = A.tocsr()  # row slices of CSR cost O(nnz of the slice)
+        outT = np.zeros((A.shape[1], self.m), dtype=A.dtype)
+        for j0, j1 in self._blocks():
+            outT += A[j0:j1].T @ self._columns(j0, j1, A.dtype)
+        return outT.T
+
+    def _adjoint_dense(self, Y: np.ndarray) -> np.ndarray:
+        out = np.empty((self.n, Y.shape[1]), dtype=Y.dtype)
+        for j0, j1 in self._blocks():
+            out[j0:j1] = self._columns(j0, j1, Y.dtype) @ Y
+        return out
+
+    def _dense_matrix(self) -> np.ndarray:
+        return self._columns(0, self.n, np.dtype(np.float64)).T.copy()

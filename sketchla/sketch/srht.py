@@ -1,0 +1,116 @@
+"""Subsampled randomized Hadamard transform (fast JL)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from .._kernels import cpu
+from ..random import STREAM_SRHT_ROWS, STREAM_SRHT_SIGNS, SeedLike, stream
+from ._base import SketchOperator
+
+__all__ = ["SRHT"]
+
+#: cache budget (bytes) of one FWHT block and of one across-block tile
+_CACHE_BYTES = 2**19
+
+
+def fwht_plan(N: int, row_bytes: int) -> tuple[int, int]:
+    """(B, T): rows per in-cache block (about sqrt(N), at most ``_CACHE_BYTES``) and rows per
+    block in one across-block tile, both powers of two dividing N."""
+    B = 1 << ((N.bit_length() - 1 + 1) // 2)
+    while B > 1 and B * row_bytes > _CACHE_BYTES:
+        B //= 2
+    n_blocks = N // B
+    T = 1
+    while T < B and 2 * T * n_blocks * row_bytes <= _CACHE_BYTES:
+        T *= 2
+    return B, T
+
+
+class SRHT(SketchOperator):
+    r"""Subsampled randomized Hadamard transform :math:`S = \sqrt{N/m}\, P H D`, shape (m, n).
+
+    Here N = 2^ceil(log2 n) (the input is zero-padded to N rows inside, explicitly), D is a
+    diagonal of n random signs, H the N x N Walsh-Hadamard matrix normalised by
+    :math:`1/\sqrt N` (Sylvester order) and P samples m of its N rows uniformly without
+    replacement (kept in ascending order). So every entry of S is :math:`\pm 1/\sqrt m` and
+    :math:`\mathbb E[S^\top S] = I_n`.
+
+    Guarantee (Tropp 2011, "Improved analysis of the subsampled randomized Hadamard
+    transform"): for an n x d orthonormal U, all singular values of S U lie in
+    :math:`[\sqrt{1-\varepsilon}, \sqrt{1+\varepsilon}]` with probability
+    :math:`\ge 1 - O(1/d)` once :math:`m \gtrsim \varepsilon^{-2} (\sqrt d + \sqrt{8 \log(N)})^2
+    \log d`. Cost O(N d log N) for S @ A by a cache-blocked fast Walsh-Hadamard transform (two
+    passes over an (N, d) work buffer), whatever the sparsity of A: a sparse A is expanded into
+    that buffer. Use :class:`CountSketch` or :class:`SparseSign` for input-sparsity time.
+
+    Signs: ``signs(j)`` of stream ``STREAM_SRHT_SIGNS``; rows: ``sample_without_replacement(m, N)``
+    of stream ``STREAM_SRHT_ROWS`` (see :mod:`sketchla.random`).
+
+    Parameters
+    ----------
+    m : int
+        Sketch size, ``1 <= m <= n``.
+    n : int
+        Input dimension.
+    seed : int, SeedSequence or None
+        See :class:`SketchOperator`.
+    """
+
+    def __init__(self, m: int, n: int, seed: SeedLike = None) -> None:
+        super().__init__(m, n, seed)
+        if self.m > self.n:
+            raise ValueError(
+                f"m must be <= n for SRHT (it samples rows of an n-dimensional transform), "
+                f"got m={self.m}, n={self.n}"
+            )
+        self.n_padded = 1 << (self.n - 1).bit_length()
+        self._scale = 1.0 / np.sqrt(self.m)
+
+    @cached_property
+    def signs(self) -> np.ndarray:
+        """The n diagonal signs of D (float64 +-1)."""
+        return stream(self.seed_sequence, STREAM_SRHT_SIGNS).signs(np.arange(self.n))
+
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """The m sampled rows of H, ascending, in [0, n_padded)."""
+        return stream(self.seed_sequence, STREAM_SRHT_ROWS).sample_without_replacement(
+            self.m, self.n_padded
+        )
+
+    def _tiles(self, B: int, T: int) -> tuple[np.ndarray, np.ndarray]:
+        """Group the sampled rows by across-block tile: (tile_ptr, order of rows by tile)."""
+        tile = (self.rows % B) // T
+        order = np.argsort(tile, kind="stable")
+        ptr = np.zeros(B // T + 1, dtype=np.int64)
+        np.cumsum(np.bincount(tile, minlength=B // T), out=ptr[1:])
+        return ptr, order
+
+    def _forward_dense(self, A: np.ndarray) -> np.ndarray:
+        d = A.shape[1]
+        N = self.n_padded
+        B, T = fwht_plan(N, d * A.itemsize)
+        buf = np.empty((N, d), dtype=A.dtype)
+        cpu.fwht_fill_blocks(A, self.signs, buf, B)
+        ptr, order = self._tiles(B, T)
+        out = np.empty((self.m, d), dtype=A.dtype)
+        cpu.fwht_across_gather(buf, B, T, ptr, order, self.rows, self._scale, out)
+        return out
+
+    def _forward_sparse(self, A: Any) -> np.ndarray:
+        return self._forward_dense(A.toarray())
+
+    def _adjoint_dense(self, Y: np.ndarray) -> np.ndarray:
+        N = self.n_padded
+        B, T = fwht_plan(N, Y.shape[1] * Y.itemsize)
+        buf = cpu.scatter_rows(Y, self.rows, self._scale, N)
+        cpu.fwht_blocks(buf, B)
+        cpu.fwht_across_inplace(buf, B, T)
+        return buf[: self.n] * self.signs[:, None].astype(Y.dtype)
+
+    def _dense_matrix(self) -> np.ndarray:
+        return cpu.srht_dense_matrix(self.rows, self.signs, self.n, self._scale)
