@@ -155,15 +155,17 @@ def raise_for_nonfinite(result: np.ndarray, inputs: dict[str, Any]) -> None:
     For such maps (all sketches in ``sketchla.sketch``), a NaN or infinity anywhere in the
     input makes some output entry non-finite, because IEEE arithmetic never cancels them. So
     checking the small output replaces a full extra pass over a large input. If the output is
-    not finite, the inputs are inspected to tell bad input from overflow.
+    not finite the inputs are inspected, to tell bad input (ValueError "contains NaN") from
+    overflow of finite input (ValueError "overflowed"); both name the argument.
     """
     if np.isfinite(result).all():
         return
     for name, A in inputs.items():
         check_finite(A, name)
-    raise FloatingPointError(
-        f"the result overflowed {result.dtype} although the inputs are finite; rescale the "
-        "input (e.g. divide by its largest absolute value)"
+    names = ", ".join(inputs)
+    raise ValueError(
+        f"the result overflowed {result.dtype} although {names} is finite; its values are too "
+        f"large to sketch in {result.dtype} (rescale {names}, e.g. by its largest absolute value)"
     )
 
 

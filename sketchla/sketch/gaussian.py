@@ -63,15 +63,17 @@ class GaussianSketch(SketchOperator):
 
     def _forward_dense(self, A: np.ndarray) -> np.ndarray:
         out = np.zeros((self.m, A.shape[1]), dtype=A.dtype)
-        for j0, j1 in self._blocks():
-            out += self._columns(j0, j1, A.dtype).T @ A[j0:j1]
+        with np.errstate(over="ignore", invalid="ignore"):  # the caller checks the result
+            for j0, j1 in self._blocks():
+                out += self._columns(j0, j1, A.dtype).T @ A[j0:j1]
         return out
 
     def _forward_sparse(self, A: Any) -> np.ndarray:
         A = A.tocsr()  # row slices of CSR cost O(nnz of the slice)
         outT = np.zeros((A.shape[1], self.m), dtype=A.dtype)
-        for j0, j1 in self._blocks():
-            outT += A[j0:j1].T @ self._columns(j0, j1, A.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for j0, j1 in self._blocks():
+                outT += A[j0:j1].T @ self._columns(j0, j1, A.dtype)
         return outT.T
 
     def _adjoint_dense(self, Y: np.ndarray) -> np.ndarray:

@@ -107,19 +107,23 @@ class SparseSign(_HashSketch):
     n x d orthonormal U, all singular values of S U lie in :math:`[1-\varepsilon, 1+\varepsilon]`
     with constant probability once :math:`m = O(d \log(d) / \varepsilon^2)` and
     :math:`s = O(\log(d) / \varepsilon)`; s = 8 is the usual practical choice
-    (Tropp et al. 2019 recommend s around 8), which is the default.
+    (Tropp et al. 2019 recommend s around 8), which is the default when m allows it.
 
     Parameters
     ----------
     m, n : int
         Shape of S; ``m >= nnz_per_col``.
-    nnz_per_col : int, default 8
-        Nonzeros per column, ``1 <= nnz_per_col <= m``.
+    nnz_per_col : int or None, default None
+        Nonzeros per column, ``1 <= nnz_per_col <= m``; None means ``min(8, m)``.
     seed : int, SeedSequence or None
         See :class:`SketchOperator`.
     """
 
-    def __init__(self, m: int, n: int, nnz_per_col: int = 8, seed: SeedLike = None) -> None:
+    def __init__(
+        self, m: int, n: int, nnz_per_col: int | None = None, seed: SeedLike = None
+    ) -> None:
+        if nnz_per_col is None:
+            nnz_per_col = min(8, check_int(m, "m", minimum=1))
         super().__init__(m, n, nnz_per_col, seed)
 
     def _repr_params(self) -> dict[str, Any]:

@@ -1,0 +1,257 @@
+"""Every operator against its materialised matrix, on every input kind (hypothesis).
+
+Properties: S @ A == S.todense() @ A to rounding for dense C/F/strided, CSR/CSC/COO and 1-D
+inputs; the three transposed forms; linearity; dtype in == dtype out; structure of S; same
+seed => bitwise-identical operator (also across processes and thread counts).
+"""
+
+import hashlib
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from hypothesis import given
+from hypothesis import strategies as st
+
+import sketchla
+from sketchla.testing import INPUT_LAYOUTS, OPERATOR_KINDS, as_layout, make_operator, sketch_tolerance
+from sketchla.testing.strategies import finite_matrices, layouts, operator_kinds, seeds
+
+dims = st.integers(1, 40)
+
+
+def _dense(X):
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+@given(kind=operator_kinds, m=dims, n=dims, d=st.integers(1, 6), layout=layouts, seed=seeds,
+       data=st.data())
+def test_apply_equals_dense_matrix(kind, m, n, d, layout, seed, data):
+    S = make_operator(kind, m, n, seed)
+    A = data.draw(finite_matrices(n, d))
+    X = as_layout(A, layout)
+    out = S @ X
+    assert out.shape == (S.m, d) and out.dtype == np.float64
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, S.todense() @ A, rtol=0, atol=sketch_tolerance(S, A, np.float64))
+
+
+@given(kind=operator_kinds, m=dims, n=dims, seed=seeds, data=st.data())
+def test_vectors(kind, m, n, seed, data):
+    S = make_operator(kind, m, n, seed)
+    M = S.todense()
+    x = data.draw(finite_matrices(n, 1))[:, 0]
+    y = data.draw(finite_matrices(S.m, 1))[:, 0]
+    assert (S @ x).shape == (S.m,)
+    np.testing.assert_allclose(S @ x, M @ x, atol=sketch_tolerance(S, x, np.float64))
+    np.testing.assert_allclose(S.T @ y, M.T @ y, atol=sketch_tolerance(S.T, y, np.float64))
+    np.testing.assert_allclose(x @ S.T, M @ x, atol=sketch_tolerance(S, x, np.float64))
+    np.testing.assert_allclose(y @ S, M.T @ y, atol=sketch_tolerance(S.T, y, np.float64))
+
+
+@given(kind=operator_kinds, m=dims, n=dims, k=st.integers(1, 5), seed=seeds, data=st.data())
+def test_transposed_forms(kind, m, n, k, seed, data):
+    S = make_operator(kind, m, n, seed)
+    M = S.todense()
+    Y = data.draw(finite_matrices(S.m, k))
+    B = data.draw(finite_matrices(k, n))
+    assert S.T.shape == (n, S.m) and S.T.T is S
+    np.testing.assert_allclose(S.T @ Y, M.T @ Y, atol=sketch_tolerance(S.T, Y, np.float64))
+    np.testing.assert_allclose(Y.T @ S, Y.T @ M, atol=sketch_tolerance(S.T, Y, np.float64))
+    tol = sketch_tolerance(S, B.T, np.float64)
+    np.testing.assert_allclose(B @ S.T, B @ M.T, atol=tol)
+    np.testing.assert_allclose(sp.csr_array(B) @ S.T, B @ M.T, atol=tol)  # sparse B: forward path
+    np.testing.assert_array_equal(S.T.todense(), M.T)
+
+
+@given(kind=operator_kinds, m=dims, n=dims, seed=seeds, a=st.floats(-10, 10), b=st.floats(-10, 10),
+       data=st.data())
+def test_linearity(kind, m, n, seed, a, b, data):
+    S = make_operator(kind, m, n, seed)
+    X = data.draw(finite_matrices(n, 3))
+    Y = data.draw(finite_matrices(n, 3))
+    tol = sketch_tolerance(S, np.abs(a * X) + np.abs(b * Y), np.float64) * 4
+    np.testing.assert_allclose(S @ (a * X + b * Y), a * (S @ X) + b * (S @ Y), atol=tol)
+
+
+@given(kind=operator_kinds, m=dims, n=dims, seed=seeds, layout=layouts, data=st.data())
+def test_float32_stays_float32(kind, m, n, seed, layout, data):
+    S = make_operator(kind, m, n, seed)
+    A = data.draw(finite_matrices(n, 3, dtype=np.float32))
+    out = S @ as_layout(A, layout)
+    assert out.dtype == np.float32
+    ref = S.todense() @ A.astype(np.float64)
+    np.testing.assert_allclose(out, ref, atol=sketch_tolerance(S, A, np.float32))
+    Y = A[: S.m] if S.m <= n else np.ones((S.m, 3), np.float32)
+    assert (S.T @ Y).dtype == np.float32
+
+
+@pytest.mark.parametrize("kind", OPERATOR_KINDS)
+def test_integer_and_bool_inputs_are_computed_in_float64(kind):
+    S = make_operator(kind, 5, 9, seed=1)
+    A = np.arange(27).reshape(9, 3)
+    for X in (A, A.astype(np.int8), A > 10, sp.csr_array(A)):
+        out = S @ X
+        assert out.dtype == np.float64
+        np.testing.assert_allclose(out, S.todense() @ _dense(X).astype(float), atol=1e-10)
+    assert (S @ A.astype(np.float16)).dtype == np.float32
+
+
+def test_structure_of_each_operator():
+    m, n = 16, 50
+    C = sketchla.CountSketch(m, n, seed=3).todense()
+    assert np.all((C != 0).sum(axis=0) == 1) and set(np.unique(C)) <= {-1.0, 0.0, 1.0}
+    P = sketchla.SparseSign(m, n, nnz_per_col=5, seed=3).todense()
+    assert np.all((P != 0).sum(axis=0) == 5)
+    np.testing.assert_allclose(np.abs(P[P != 0]), 1 / np.sqrt(5))
+    H = sketchla.SRHT(m, n, seed=3)
+    np.testing.assert_allclose(np.abs(H.todense()), 1 / np.sqrt(m))
+    assert H.n_padded == 64 and len(set(H.rows.tolist())) == m
+    # rows of the Hadamard part are orthogonal (before subsampling, with the D signs removed)
+    Hs = H.todense() * H.signs
+    np.testing.assert_allclose(Hs @ Hs.T, np.eye(m) * n / m, atol=1e-12) if n == H.n_padded else None
+    G = sketchla.GaussianSketch(m, n, seed=3).todense()
+    assert abs(G.std() * np.sqrt(m) - 1) < 0.1
+
+
+def test_srht_rows_of_a_power_of_two_are_orthogonal():
+    H = sketchla.SRHT(16, 64, seed=9)
+    M = H.todense()
+    np.testing.assert_allclose(M @ M.T, np.eye(16) * 64 / 16, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", OPERATOR_KINDS)
+def test_isotropy_in_expectation(kind):
+    # E[S^T S] = I: the mean of S^T S over 400 seeds is within 5 standard errors of I
+    n, m, runs = 12, 6, 400
+    acc = np.zeros((n, n))
+    for seed in range(runs):
+        M = make_operator(kind, m, n, seed).todense()
+        acc += M.T @ M
+    mean = acc / runs
+    assert np.abs(mean - np.eye(n)).max() < 5 * np.sqrt(2.0 / runs) * 1.5
+
+
+@pytest.mark.parametrize("kind", OPERATOR_KINDS)
+def test_large_inputs_use_the_blocked_paths(kind):
+    # big enough for several scatter partitions, several FWHT blocks and tiles, several
+    # Gaussian column blocks; checked against the dense matrix
+    n, d, m = 40_000, 3, 24
+    S = make_operator(kind, m, n, seed=5)
+    A = np.random.default_rng(0).standard_normal((n, d))
+    ref = S.todense() @ A
+    for layout in ("C", "F", "csr", "csc", "coo"):
+        np.testing.assert_allclose(S @ as_layout(A, layout), ref, atol=1e-9)
+    Y = np.random.default_rng(1).standard_normal((S.m, 2))
+    np.testing.assert_allclose(S.T @ Y, S.todense().T @ Y, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", OPERATOR_KINDS)
+def test_same_seed_same_operator_different_seed_different(kind):
+    A = np.random.default_rng(0).standard_normal((30, 4))
+    S1, S2, S3 = (make_operator(kind, 8, 30, seed) for seed in (42, 42, 43))
+    np.testing.assert_array_equal(S1.todense(), S2.todense())
+    np.testing.assert_array_equal(S1 @ A, S2 @ A)
+    assert not np.array_equal(S1.todense(), S3.todense())
+    ss = np.random.SeedSequence(42)
+    np.testing.assert_array_equal(make_operator(kind, 8, 30, ss).todense(), S1.todense())
+
+
+def _digests() -> str:
+    """Digest of every operator's results on fixed data. Hash sketches and SRHT: the applied
+    results (numba kernels, fixed reduction order). GaussianSketch: its entries only -- its
+    products go through BLAS, whose summation order depends on the BLAS build and thread count,
+    so they are reproducible to rounding (checked separately), not bitwise."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((20_000, 5))
+    parts = []
+    for kind in OPERATOR_KINDS:
+        S = make_operator(kind, 64, A.shape[0], seed=99)
+        if kind == "gaussian":
+            parts.append(S.todense())
+        else:
+            parts += [S @ A, S @ sp.csr_array(A * (A > 1)), S.T @ A[:64]]
+    return hashlib.sha256(b"".join(p.tobytes() for p in parts)).hexdigest()
+
+
+def test_bitwise_identical_across_processes_and_thread_counts():
+    here = _digests()
+    code = "from tests.test_sketch_operators import _digests; print(_digests())"
+    for threads in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            env={"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "PATH": "",
+                 "PYTHONPATH": "."},
+        ).stdout.strip()
+        assert out == here, f"NUMBA_NUM_THREADS={threads} changed the result"
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert _digests() == here
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_gaussian_products_reproducible_to_rounding():
+    A = np.random.default_rng(0).standard_normal((20_000, 5))
+    S = sketchla.GaussianSketch(64, A.shape[0], seed=99)
+    np.testing.assert_allclose(S @ A, S.todense() @ A, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("kind", OPERATOR_KINDS)
+def test_scipy_linear_operator(kind):
+    S = make_operator(kind, 7, 20, seed=2)
+    L = spla.aslinearoperator(S)
+    M = S.todense()
+    assert L.shape == (S.m, 20) and L.dtype == np.float64
+    x, y = np.arange(20.0), np.arange(float(S.m))
+    np.testing.assert_allclose(L.matvec(x), M @ x, atol=1e-10)
+    np.testing.assert_allclose(L.rmatvec(y), M.T @ y, atol=1e-10)
+    np.testing.assert_allclose(L @ np.ones((20, 2)), M @ np.ones((20, 2)), atol=1e-10)
+    np.testing.assert_allclose(L.H @ np.ones((S.m, 2)), M.T @ np.ones((S.m, 2)), atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", OPERATOR_KINDS)
+def test_sketch_shortcut(kind):
+    A = np.random.default_rng(3).standard_normal((25, 3))
+    np.testing.assert_array_equal(
+        sketchla.sketch(A, 6, kind=kind, seed=4), make_operator(kind, 6, 25, seed=4) @ A
+    )
+    assert sketchla.sketch(A.tolist(), 6, kind=kind, seed=4).shape == (6, 3)
+
+
+def test_sparse_input_is_never_densified(monkeypatch):
+    A = sp.random_array((5000, 50), density=0.01, format="csr", random_state=1)
+    S = sketchla.CountSketch(30, 5000, seed=0)
+    ref = S @ A.toarray()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("densified")
+
+    for fmt in ("csr", "csc", "coo"):
+        X = A.asformat(fmt)
+        monkeypatch.setattr(type(X), "toarray", refuse)
+        monkeypatch.setattr(type(X), "todense", refuse)
+        np.testing.assert_allclose(S @ X, ref, atol=1e-12)
+        np.testing.assert_allclose(sketchla.SparseSign(30, 5000, seed=0) @ X,
+                                   sketchla.SparseSign(30, 5000, seed=0) @ A.tocsr(), atol=1e-12)
+        monkeypatch.undo()
+
+
+def test_repr():
+    assert repr(sketchla.SparseSign(4, 9, nnz_per_col=2, seed=1)) == \
+        "SparseSign(m=4, n=9, nnz_per_col=2, seed=1)"
+    assert repr(sketchla.SRHT(4, 9, seed=1).T) == "SRHT(m=4, n=9, seed=1).T"
+
+
+@pytest.mark.parametrize("layout", INPUT_LAYOUTS)
+def test_countsketch_equals_sparse_sign_with_one_nonzero(layout):
+    A = np.random.default_rng(0).standard_normal((300, 4))
+    np.testing.assert_array_equal(
+        sketchla.CountSketch(20, 300, seed=8) @ as_layout(A, layout),
+        sketchla.SparseSign(20, 300, nnz_per_col=1, seed=8) @ as_layout(A, layout),
+    )
