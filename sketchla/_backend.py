@@ -67,7 +67,7 @@ def array_namespace(*arrays: Any) -> ModuleType:
                 "inputs mix CuPy (GPU) and host arrays; move them to one device explicitly "
                 "(cupy.asarray / cupy.asnumpy)"
             )
-        import cupy  # noqa: PLC0415 - only reached when the caller already holds cupy arrays
+        import cupy
 
         return cupy
     return np
@@ -85,8 +85,7 @@ def compute_dtype(dtype: Any, name: str) -> np.dtype:
     if dtype.kind == "c":
         raise TypeError(f"{name} has complex dtype {dtype}; sketchla supports real inputs only")
     raise TypeError(
-        f"{name} has unsupported dtype {dtype}; expected float32, float64, float16, "
-        "integer or bool"
+        f"{name} has unsupported dtype {dtype}; expected float32, float64, float16, integer or bool"
     )
 
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from ._jit import dual_kernel
+
 __all__ = [
     "STREAM_GAUSSIAN",
     "STREAM_HASH_BUCKETS",
@@ -159,7 +161,7 @@ def _floyd_sample_mask(key, gamma, k, n):
 # --------------------------------------------------------------------------------------------
 # Vectorised helpers over index arrays (used by operators, tests and users)
 # --------------------------------------------------------------------------------------------
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def _u64_many(key, gamma, idx):
     out = np.empty(idx.shape[0], dtype=np.uint64)
     for t in numba.prange(idx.shape[0]):
@@ -167,7 +169,7 @@ def _u64_many(key, gamma, idx):
     return out
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def _below_many(key, gamma, idx, n):
     out = np.empty(idx.shape[0], dtype=np.int64)
     for t in numba.prange(idx.shape[0]):
@@ -175,7 +177,7 @@ def _below_many(key, gamma, idx, n):
     return out
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def _sign_many(key, gamma, idx):
     out = np.empty(idx.shape[0], dtype=np.float64)
     for t in numba.prange(idx.shape[0]):
@@ -183,7 +185,7 @@ def _sign_many(key, gamma, idx):
     return out
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def _uniform_many(key, gamma, idx):
     out = np.empty(idx.shape[0], dtype=np.float64)
     for t in numba.prange(idx.shape[0]):
@@ -191,7 +193,7 @@ def _uniform_many(key, gamma, idx):
     return out
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def _normal_many(key, gamma, idx):
     out = np.empty(idx.shape[0], dtype=np.float64)
     for t in numba.prange(idx.shape[0]):
@@ -244,29 +246,29 @@ class Stream:
     def uint64(self, index) -> np.ndarray:
         """The raw 64-bit outputs at ``index``."""
         idx, shape = self._index(index)
-        return _u64_many(self.key, self.gamma, idx).reshape(shape)
+        return _u64_many(self.key, self.gamma, idx, work=8 * idx.size).reshape(shape)
 
     def integers(self, index, n: int) -> np.ndarray:
         """Integers in [0, n) at ``index`` (int64)."""
         idx, shape = self._index(index)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        return _below_many(self.key, self.gamma, idx, n).reshape(shape)
+        return _below_many(self.key, self.gamma, idx, n, work=8 * idx.size).reshape(shape)
 
     def signs(self, index) -> np.ndarray:
         """+-1.0 at ``index`` (float64)."""
         idx, shape = self._index(index)
-        return _sign_many(self.key, self.gamma, idx).reshape(shape)
+        return _sign_many(self.key, self.gamma, idx, work=8 * idx.size).reshape(shape)
 
     def uniform(self, index) -> np.ndarray:
         """Uniform [0, 1) floats at ``index``."""
         idx, shape = self._index(index)
-        return _uniform_many(self.key, self.gamma, idx).reshape(shape)
+        return _uniform_many(self.key, self.gamma, idx, work=8 * idx.size).reshape(shape)
 
     def normal(self, index) -> np.ndarray:
         """Standard normal floats at ``index``."""
         idx, shape = self._index(index)
-        return _normal_many(self.key, self.gamma, idx).reshape(shape)
+        return _normal_many(self.key, self.gamma, idx, work=8 * idx.size).reshape(shape)
 
     def sample_without_replacement(self, k: int, n: int) -> np.ndarray:
         """``k`` distinct integers of [0, n) in ascending order (uniform over k-subsets)."""

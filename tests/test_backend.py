@@ -10,8 +10,13 @@ from sketchla import _backend as be
 @pytest.mark.parametrize(
     "dtype, expected",
     [
-        (np.float64, np.float64), (np.float32, np.float32), (np.float16, np.float32),
-        (np.int8, np.float64), (np.int64, np.float64), (np.uint32, np.float64), (np.bool_, np.float64),
+        (np.float64, np.float64),
+        (np.float32, np.float32),
+        (np.float16, np.float32),
+        (np.int8, np.float64),
+        (np.int64, np.float64),
+        (np.uint32, np.float64),
+        (np.bool_, np.float64),
     ],
 )
 def test_dtype_policy(dtype, expected):
@@ -77,7 +82,11 @@ def test_sparse_formats():
 
 def test_finiteness_checks():
     be.check_finite(np.ones(3), "A")
-    for bad in (np.array([1.0, np.nan]), np.array([np.inf, 1.0]), sp.csr_array(np.array([[np.nan]]))):
+    for bad in (
+        np.array([1.0, np.nan]),
+        np.array([np.inf, 1.0]),
+        sp.csr_array(np.array([[np.nan]])),
+    ):
         with pytest.raises(ValueError, match="A contains NaN or infinity"):
             be.check_finite(bad, "A")
     # post-check: a non-finite result is blamed on bad input, or on overflow of finite input

@@ -22,7 +22,11 @@ from sketchla.testing import OPERATOR_KINDS, make_operator
         (lambda: sketchla.SparseSign(4, 9, nnz_per_col=0), ValueError, "nnz_per_col must be in"),
         (lambda: sketchla.CountSketch(4, 9, seed=-3), ValueError, "seed must be non-negative"),
         (lambda: sketchla.CountSketch(4, 9, seed=0.5), TypeError, "seed must be"),
-        (lambda: sketchla.sketch(np.ones((4, 2)), 2, kind="fft"), ValueError, "kind must be one of"),
+        (
+            lambda: sketchla.sketch(np.ones((4, 2)), 2, kind="fft"),
+            ValueError,
+            "kind must be one of",
+        ),
     ],
 )
 def test_constructor_errors(ctor, exc, msg):
@@ -38,17 +42,17 @@ def S(request):
 def test_wrong_ndim_and_rows(S):
     with pytest.raises(ValueError, match="A must be 1-D or 2-D"):
         S @ np.ones((10, 2, 2))
-    with pytest.raises(ValueError, match="A has 9 rows but .* needs 10"):
+    with pytest.raises(ValueError, match=r"A has 9 rows but .* needs 10"):
         S @ np.ones((9, 2))
     with pytest.raises(ValueError, match="A has 9 rows"):
         S @ np.ones(9)
     with pytest.raises(ValueError, match="A has 11 rows"):
         S @ sp.csr_array(np.ones((11, 2)))
-    with pytest.raises(ValueError, match="Y has 5 rows but .* needs 4"):
+    with pytest.raises(ValueError, match=r"Y has 5 rows but .* needs 4"):
         S.T @ np.ones((5, 2))
-    with pytest.raises(ValueError, match=r"B.T has 9 rows"):
+    with pytest.raises(ValueError, match=r"B\.T has 9 rows"):
         np.ones((3, 9)) @ S.T
-    with pytest.raises(ValueError, match=r"Y.T has 3 rows"):
+    with pytest.raises(ValueError, match=r"Y\.T has 3 rows"):
         np.ones((2, 3)) @ S
 
 
@@ -88,7 +92,7 @@ def test_empty_complex_and_objects(S):
         S @ np.array([["a"]] * 10)
     with pytest.raises(TypeError, match="A must be an array"):
         S @ "abc"
-    with pytest.raises(TypeError, match="Y is a scipy.sparse matrix"):
+    with pytest.raises(TypeError, match=r"Y is a scipy\.sparse matrix"):
         S.T @ sp.csr_array(np.ones((4, 2)))
     with pytest.raises(TypeError, match="products of sketch operators"):
         S @ S.T

@@ -62,7 +62,7 @@ def test_normal_is_box_muller_on_output_pairs():
 def test_blocked_normal_kernel_equals_scalar_definition(e0, length, seed):
     s = skr.stream(seed, skr.STREAM_GAUSSIAN)
     out = np.empty(length)
-    cpu.normal_range(s.key, s.gamma, e0, e0 + length, 1.0, out)
+    cpu.normal_range(s.key, s.gamma, e0, e0 + length, 1.0, out, work=0)
     np.testing.assert_array_equal(out, s.normal(np.arange(e0, e0 + length)))
 
 
@@ -77,14 +77,22 @@ def test_seed_forms_and_streams():
 def _digest(seed: int) -> str:
     s = skr.stream(seed, 4)
     idx = np.arange(10_000)
-    parts = [s.uint64(idx), s.integers(idx, 97), s.normal(idx), s.sample_without_replacement(50, 1000)]
+    parts = [
+        s.uint64(idx),
+        s.integers(idx, 97),
+        s.normal(idx),
+        s.sample_without_replacement(50, 1000),
+    ]
     return hashlib.sha256(b"".join(p.tobytes() for p in parts)).hexdigest()
 
 
 def test_same_seed_same_numbers_in_a_fresh_process():
     code = "from tests.test_random import _digest; print(_digest(123))"
     env_out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env={"NUMBA_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": "."},
     )
     assert env_out.stdout.strip() == _digest(123)
@@ -116,7 +124,8 @@ def test_signs_are_balanced_and_independent_of_buckets():
 def test_normals_are_standard_normal():
     z = skr.stream(4, skr.STREAM_GAUSSIAN).normal(np.arange(400_000))
     assert stats.kstest(z, "norm").pvalue > 1e-6  # failure prob. 1e-6 for a correct generator
-    assert np.corrcoef(z[0::2], z[1::2])[0, 1] < 5 / np.sqrt(z.size / 2)  # pair branches uncorrelated
+    # the cosine and sine branches of one pair are uncorrelated: |r| within 5 standard errors
+    assert abs(np.corrcoef(z[0::2], z[1::2])[0, 1]) < 5 / np.sqrt(z.size / 2)
 
 
 @given(k=st.integers(0, 60), extra=st.integers(0, 60), seed=st.integers(0, 2**32))

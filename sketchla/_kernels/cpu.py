@@ -12,6 +12,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from .._jit import dual_kernel
 from ..random import counter_sign, counter_uniform, floyd_sample_into
 
 #: budget for the per-partition accumulators of row-partitioned scatter kernels (bytes).
@@ -33,7 +34,7 @@ def n_partitions(n_items: int, out_entries: int) -> int:
 # Hash sketches (CountSketch = s = 1, SparseSign): column j of S has s entries
 # scale * sign(j, t) at distinct rows floyd(j)[t], t < s. Counter index of (j, t) is j*s + t.
 # ------------------------------------------------------------------------------------------
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def hash_table(kb, gb, ks, gs, n, m, s, scale):
     """Rows (n, s) int64 and values (n, s) float64 of the nonzeros of every column."""
     rows = np.empty((n, s), dtype=np.int64)
@@ -45,22 +46,25 @@ def hash_table(kb, gb, ks, gs, n, m, s, scale):
     return rows, vals
 
 
-@numba.njit(cache=True, parallel=True)
-def _reduce_partitions(bufs):
-    """bufs[0] += bufs[1] + ... + bufs[P-1], in that order for every entry."""
+@dual_kernel
+def reduce_partitions(bufs):
+    """bufs[0] + bufs[1] + ... + bufs[P-1], summed in that order for every entry, into a new
+    (m, d) array (so the result does not keep the P partial buffers alive)."""
     P, m, d = bufs.shape
-    out = bufs[0]
+    out = np.empty((m, d), dtype=bufs.dtype)
     for b in prange(m):
+        for c in range(d):
+            out[b, c] = bufs[0, b, c]
         for p in range(1, P):
             for c in range(d):
                 out[b, c] += bufs[p, b, c]
     return out
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def hash_apply_rows(A, kb, gb, ks, gs, m, s, scale, n_parts):
-    """S @ A for dense A read row by row (C-order or any strided view): one pass over A,
-    hashes computed on the fly, float64 accumulators."""
+    """Partial sums of S @ A per row partition (reduce with ``reduce_partitions``) for dense A
+    read row by row (C-order or any strided view): one pass, hashes on the fly, float64."""
     n, d = A.shape
     bufs = np.zeros((n_parts, m, d), dtype=np.float64)
     for p in prange(n_parts):
@@ -76,10 +80,10 @@ def hash_apply_rows(A, kb, gb, ks, gs, m, s, scale, n_parts):
                 src = A[j]
                 for c in range(d):
                     dst[c] += v * src[c]
-    return _reduce_partitions(bufs)
+    return bufs
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def hash_apply_cols(AT, rows, vals, m):
     """S @ A for column-major A, given as AT = A.T (d, n) C-contiguous: one column per task."""
     d, n = AT.shape
@@ -95,9 +99,10 @@ def hash_apply_cols(AT, rows, vals, m):
     return out.T
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def hash_apply_csr(indptr, indices, data, d, kb, gb, ks, gs, m, s, scale, n_parts):
-    """S @ A for CSR A: one pass over the nonzeros, row partitions, hashes on the fly."""
+    """Partial sums of S @ A for CSR A: one pass over the nonzeros, row partitions, hashes on
+    the fly."""
     n = indptr.shape[0] - 1
     bufs = np.zeros((n_parts, m, d), dtype=np.float64)
     for p in prange(n_parts):
@@ -116,10 +121,10 @@ def hash_apply_csr(indptr, indices, data, d, kb, gb, ks, gs, m, s, scale, n_part
                 dst = acc[rows[t]]
                 for q in range(start, stop):
                     dst[indices[q]] += v * data[q]
-    return _reduce_partitions(bufs)
+    return bufs
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def hash_apply_csc(indptr, indices, data, rows, vals, m):
     """S @ A for CSC A: one pass over the nonzeros, one column of A per task."""
     d = indptr.shape[0] - 1
@@ -135,9 +140,10 @@ def hash_apply_csc(indptr, indices, data, rows, vals, m):
     return out.T
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def hash_apply_coo(row, col, data, d, rows, vals, m, n_parts):
-    """S @ A for COO A (duplicates summed): one pass over the nonzeros, nnz partitions."""
+    """Partial sums of S @ A for COO A (duplicates summed): one pass over the nonzeros, nnz
+    partitions."""
     nnz = data.shape[0]
     s = rows.shape[1]
     bufs = np.zeros((n_parts, m, d), dtype=np.float64)
@@ -151,10 +157,10 @@ def hash_apply_coo(row, col, data, d, rows, vals, m, n_parts):
             c = col[q]
             for t in range(s):
                 acc[rows[j, t], c] += vals[j, t] * x
-    return _reduce_partitions(bufs)
+    return bufs
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def hash_adjoint(Y, rows, vals):
     """S.T @ Y: out[j] = sum_t vals[j, t] * Y[rows[j, t]] (a gather; float64 accumulators)."""
     n, s = rows.shape
@@ -194,7 +200,7 @@ def _fwht_axis0(X):
         h *= 2
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def fwht_fill_blocks(A, signs, buf, B):
     """buf[:n] = signs[:, None] * A, buf[n:] = 0, then FWHT of every block of B rows."""
     n = A.shape[0]
@@ -214,14 +220,14 @@ def fwht_fill_blocks(A, signs, buf, B):
         _fwht_axis0(buf[lo : lo + B])
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def fwht_blocks(buf, B):
     """FWHT of every contiguous block of B rows, in place."""
     for blk in prange(buf.shape[0] // B):
         _fwht_axis0(buf[blk * B : (blk + 1) * B])
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def fwht_across_gather(buf, B, T, tile_ptr, tile_sel, sel_rows, scale, out):
     """Finish the transform across blocks tile by tile and gather the selected rows:
     out[k] = scale * (H buf)[sel_rows[k]]; tile t's selections are tile_sel[tile_ptr[t]:...]."""
@@ -244,7 +250,7 @@ def fwht_across_gather(buf, B, T, tile_ptr, tile_sel, sel_rows, scale, out):
                 dst[c] = scale * src[c]
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def fwht_across_inplace(buf, B, T):
     """Transform across blocks, in place (tile by tile)."""
     N, d = buf.shape
@@ -259,7 +265,7 @@ def fwht_across_inplace(buf, B, T):
             buf3[i1, t * T : (t + 1) * T] = scratch[i1]
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def scatter_rows(Y, rows, scale, N):
     """Zero (N, d) buffer with buf[rows[k]] = scale * Y[k]."""
     d = Y.shape[1]
@@ -270,7 +276,7 @@ def scatter_rows(Y, rows, scale, N):
     return buf
 
 
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def srht_dense_matrix(sel_rows, signs, n, scale):
     """(m, n) float64 matrix scale * H[sel_rows, j] * signs[j], H[r, j] = (-1)^popcount(r & j)."""
     m = sel_rows.shape[0]
@@ -292,7 +298,7 @@ def srht_dense_matrix(sel_rows, signs, n, scale):
 # ------------------------------------------------------------------------------------------
 # Gaussian entries, generated in pairs (one Box-Muller pair per two entries).
 # ------------------------------------------------------------------------------------------
-@numba.njit(cache=True, parallel=True)
+@dual_kernel
 def normal_range(key, gamma, e0, e1, scale, out):
     """out[e - e0] = scale * normal(e) for e in [e0, e1) (flat float32/float64 output); the
     same numbers as ``random.counter_normal`` (tested), computed once per Box-Muller pair."""

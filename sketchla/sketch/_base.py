@@ -193,6 +193,17 @@ class _TransposedSketch:
     def todense(self) -> np.ndarray:
         return self._op.todense().T
 
+    def matvec(self, y: Any) -> np.ndarray:
+        """S.T @ y."""
+        return self @ y
+
+    def rmatvec(self, x: Any) -> np.ndarray:
+        """S @ x."""
+        return self._op @ x
+
+    matmat = matvec
+    rmatmat = rmatvec
+
     def __matmul__(self, Y: Any) -> np.ndarray:
         return self._op._adjoint(Y, "Y")
 

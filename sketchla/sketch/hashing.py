@@ -40,33 +40,37 @@ class _HashSketch(SketchOperator):
 
     def table(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, values): the (n, s) row indices and values of the nonzeros of each column."""
-        return cpu.hash_table(*self._params, self.n, self.m, self.nnz_per_col, self._scale)
+        s = self.nnz_per_col
+        return cpu.hash_table(*self._params, self.n, self.m, s, self._scale, work=16 * self.n * s)
 
-    def _n_parts(self, n_items: int, d: int) -> int:
-        return cpu.n_partitions(n_items, self.m * d)
+    def _partials(self, kernel, args: tuple, n_items: int, d: int, work: int) -> np.ndarray:
+        """Run a row/nnz-partitioned scatter kernel and reduce its partial sums in order."""
+        parts = cpu.n_partitions(n_items, self.m * d)
+        bufs = kernel(*args, parts, work=work)
+        return cpu.reduce_partitions(bufs, work=bufs.nbytes)
 
     def _forward_dense(self, A: np.ndarray) -> np.ndarray:
         s, m = self.nnz_per_col, self.m
+        work = A.nbytes * s
         if A.flags.f_contiguous and not A.flags.c_contiguous:
-            return cpu.hash_apply_cols(A.T, *self.table(), m)
-        parts = self._n_parts(A.shape[0], A.shape[1])
-        return cpu.hash_apply_rows(A, *self._params, m, s, self._scale, parts)
+            return cpu.hash_apply_cols(A.T, *self.table(), m, work=work)
+        args = (A, *self._params, m, s, self._scale)
+        return self._partials(cpu.hash_apply_rows, args, A.shape[0], A.shape[1], work)
 
     def _forward_sparse(self, A: Any) -> np.ndarray:
         s, m = self.nnz_per_col, self.m
         d = A.shape[1]
+        work = (A.data.itemsize + 8) * A.nnz * s
         if A.format == "csr":
-            parts = self._n_parts(A.shape[0], d)
-            return cpu.hash_apply_csr(
-                A.indptr, A.indices, A.data, d, *self._params, m, s, self._scale, parts
-            )
+            args = (A.indptr, A.indices, A.data, d, *self._params, m, s, self._scale)
+            return self._partials(cpu.hash_apply_csr, args, A.shape[0], d, work)
         if A.format == "csc":
-            return cpu.hash_apply_csc(A.indptr, A.indices, A.data, *self.table(), m)
-        parts = self._n_parts(A.nnz, d)  # coo
-        return cpu.hash_apply_coo(A.coords[0], A.coords[1], A.data, d, *self.table(), m, parts)
+            return cpu.hash_apply_csc(A.indptr, A.indices, A.data, *self.table(), m, work=work)
+        args = (A.coords[0], A.coords[1], A.data, d, *self.table(), m)  # coo
+        return self._partials(cpu.hash_apply_coo, args, A.nnz, d, work)
 
     def _adjoint_dense(self, Y: np.ndarray) -> np.ndarray:
-        return cpu.hash_adjoint(Y, *self.table())
+        return cpu.hash_adjoint(Y, *self.table(), work=8 * self.n * Y.shape[1] * self.nnz_per_col)
 
     def _dense_matrix(self) -> np.ndarray:
         rows, vals = self.table()

@@ -15,6 +15,10 @@ __all__ = ["SRHT"]
 
 #: cache budget (bytes) of one FWHT block and of one across-block tile
 _CACHE_BYTES = 2**19
+#: columns are transformed in chunks of one 64-byte cache line, through one reused (N, chunk)
+#: buffer: the work buffer is N * 64 bytes instead of N * d * itemsize (first-touch page faults
+#: of a large fresh buffer cost more than the transform), and every line of A is read once.
+_CHUNK_BYTES = 64
 
 
 def fwht_plan(N: int, row_bytes: int) -> tuple[int, int]:
@@ -93,12 +97,18 @@ class SRHT(SketchOperator):
     def _forward_dense(self, A: np.ndarray) -> np.ndarray:
         d = A.shape[1]
         N = self.n_padded
-        B, T = fwht_plan(N, d * A.itemsize)
-        buf = np.empty((N, d), dtype=A.dtype)
-        cpu.fwht_fill_blocks(A, self.signs, buf, B)
+        chunk = min(d, max(1, _CHUNK_BYTES // A.itemsize))
+        B, T = fwht_plan(N, chunk * A.itemsize)
         ptr, order = self._tiles(B, T)
+        buf = np.empty((N, chunk), dtype=A.dtype)
         out = np.empty((self.m, d), dtype=A.dtype)
-        cpu.fwht_across_gather(buf, B, T, ptr, order, self.rows, self._scale, out)
+        for c0 in range(0, d, chunk):
+            c1 = min(d, c0 + chunk)
+            work = buf[:, : c1 - c0]
+            cpu.fwht_fill_blocks(A[:, c0:c1], self.signs, work, B, work=work.nbytes)
+            cpu.fwht_across_gather(
+                work, B, T, ptr, order, self.rows, self._scale, out[:, c0:c1], work=work.nbytes
+            )
         return out
 
     def _forward_sparse(self, A: Any) -> np.ndarray:
@@ -107,10 +117,13 @@ class SRHT(SketchOperator):
     def _adjoint_dense(self, Y: np.ndarray) -> np.ndarray:
         N = self.n_padded
         B, T = fwht_plan(N, Y.shape[1] * Y.itemsize)
-        buf = cpu.scatter_rows(Y, self.rows, self._scale, N)
-        cpu.fwht_blocks(buf, B)
-        cpu.fwht_across_inplace(buf, B, T)
+        work = N * Y.shape[1] * Y.itemsize
+        buf = cpu.scatter_rows(Y, self.rows, self._scale, N, work=work)
+        cpu.fwht_blocks(buf, B, work=work)
+        cpu.fwht_across_inplace(buf, B, T, work=work)
         return buf[: self.n] * self.signs[:, None].astype(Y.dtype)
 
     def _dense_matrix(self) -> np.ndarray:
-        return cpu.srht_dense_matrix(self.rows, self.signs, self.n, self._scale)
+        return cpu.srht_dense_matrix(
+            self.rows, self.signs, self.n, self._scale, work=8 * self.m * self.n
+        )

@@ -1,0 +1,61 @@
+"""The command line (demo, bench, --version) and the examples, in their short modes."""
+
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sketchla
+from sketchla.cli import main
+from sketchla.demo import distortion_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_table_shows_uniform_sampling_failing_where_sketches_do_not(capsys):
+    assert main(["demo", "--n", "1024", "--d", "4", "--sizes", "64", "128", "--seeds", "3"]) == 0
+    out = capsys.readouterr().out
+    for name in ("gaussian", "srht", "countsketch", "sparse_sign", "uniform rows"):
+        assert name in out
+    rows = dict(distortion_table(n=1024, d=4, sizes=(128,), seeds=3))
+    assert rows["uniform rows"][128][1] > 0.9  # coherent matrix: uniform sampling fails
+    for kind in ("gaussian", "srht", "sparse_sign"):
+        assert rows[kind][128][1] < 0.6
+
+
+def test_bench_quick_writes_a_table(tmp_path, capsys):
+    out = tmp_path / "bench.md"
+    argv = ["bench", "sketch", "--quick", "--repeat", "1", "--n", "4096", "--out", str(out)]
+    assert main(argv) == 0
+    text = out.read_text()
+    assert "CountSketch dense vs scipy" in text and "SRHT vs GaussianSketch" in text
+    assert text.count("\n| ") == 7  # header + 6 comparisons
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_version_and_module_entry_point():
+    out = subprocess.run(
+        [sys.executable, "-m", "sketchla", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    assert out.strip() == f"sketchla {sketchla.__version__}"
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "nonexistent"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_examples_run_in_short_mode(script, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [str(script), "--quick"])
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def test_sketch_and_solve_residual_ratio():
+    ns = runpy.run_path(str(ROOT / "examples" / "sketch_and_solve.py"))
+    # m = 40 d rows of CountSketch: a subspace embedding with eps well below 1/3 w.h.p.
+    assert 1.0 <= ns["main"](quick=True) < 1.1
