@@ -18,7 +18,7 @@ from ..random import counter_sign, counter_uniform, floyd_sample_into
 #: budget for the per-partition accumulators of row-partitioned scatter kernels (bytes).
 _PARTITION_BUDGET = 64 * 2**20
 #: at most this many partitions; at least this many rows per partition.
-_MAX_PARTITIONS = 16
+_MAX_PARTITIONS = 8
 _MIN_PARTITION_ROWS = 4096
 
 
@@ -118,9 +118,9 @@ def hash_apply_csr(indptr, indices, data, d, kb, gb, ks, gs, m, s, scale, n_part
             floyd_sample_into(kb, gb, j * s, s, m, rows)
             for t in range(s):
                 v = scale * counter_sign(ks, gs, j * s + t)
-                dst = acc[rows[t]]
+                b = rows[t]
                 for q in range(start, stop):
-                    dst[indices[q]] += v * data[q]
+                    acc[b, indices[q]] += v * data[q]
     return bufs
 
 
