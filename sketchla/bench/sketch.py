@@ -55,8 +55,7 @@ COMPARISONS = [
         "fraction of read throughput",
     ),
     Comparison("CountSketch CSR vs scipy", "countsketch csr", "scipy CW csr", 3.0, "speed-up"),
-    Comparison("SRHT vs GaussianSketch", "srht dense (phase 2)", "gaussian dense", 5.0,
-               "speed-up"),
+    Comparison("SRHT vs GaussianSketch", "srht dense (phase 2)", "gaussian dense", 5.0, "speed-up"),
     Comparison("SRHT vs scipy.fft.rfft", "srht dense", "rfft axis 0", 1.0, "speed-up"),
     Comparison(
         "SparseSign(s=8) dense vs scipy", "sparse_sign dense", "scipy CW dense", None, "speed-up"
