@@ -8,6 +8,7 @@ the same seed gives the same operator in every call, process and thread count.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import random
+from .scores import leverage_scores, online_leverage_scores, universal_set
 from .sketch import SRHT, CountSketch, GaussianSketch, SketchOperator, SparseSign, sketch
 
 try:
@@ -22,6 +23,9 @@ __all__ = [
     "SketchOperator",
     "SparseSign",
     "__version__",
+    "leverage_scores",
+    "online_leverage_scores",
     "random",
     "sketch",
+    "universal_set",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "SeedLike",
     "Stream",
     "as_seed_sequence",
+    "child_seed",
     "stream",
 ]
 
@@ -216,6 +217,14 @@ def as_seed_sequence(seed: SeedLike, name: str = "seed") -> np.random.SeedSequen
     if seed < 0:
         raise ValueError(f"{name} must be non-negative, got {seed}")
     return np.random.SeedSequence(int(seed))
+
+
+def child_seed(seed: SeedLike, k: int) -> np.random.SeedSequence:
+    """The k-th child of ``seed`` as a pure function (``SeedSequence.spawn`` would mutate the
+    caller's object, so two calls with one SeedSequence would differ). Equal to
+    ``SeedSequence(seed).spawn(k + 1)[k]`` for a fresh SeedSequence."""
+    ss = as_seed_sequence(seed)
+    return np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, k), pool_size=ss.pool_size)
 
 
 def _fix_gamma(g: int) -> int:

@@ -1,0 +1,6 @@
+"""Leverage scores and LevAttention's universal key set."""
+
+from .leverage import leverage_scores, online_leverage_scores
+from .universal import universal_set
+
+__all__ = ["leverage_scores", "online_leverage_scores", "universal_set"]

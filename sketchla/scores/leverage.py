@@ -1,0 +1,225 @@
+"""Leverage scores: exact (CholeskyQR2 / pivoted Householder QR / SVD), ridge, sketched, online.
+
+For A (n x d) of rank r with orthonormal basis U of range(A), the leverage score of row i is
+l_i = ||U_i||^2 = a_i^T (A^T A)^+ a_i: 0 <= l_i <= 1 and sum_i l_i = r. The ridge leverage score
+is l_i(lambda) = a_i^T (A^T A + lambda I)^{-1} a_i = sum_k U_ik^2 s_k^2 / (s_k^2 + lambda).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+from scipy.linalg.blas import dtrsm
+
+from .._backend import as_dense, check_finite, check_int, check_real
+from ..random import SeedLike, child_seed
+from ..sketch import KINDS
+
+__all__ = ["leverage_scores", "online_leverage_scores"]
+
+METHODS = ("qr", "svd", "sketch")
+
+#: CholeskyQR2 is used while cond(A) <= this (it is orthogonal to working precision for
+#: cond(A) up to about 1/sqrt(eps) = 6.7e7); beyond it, pivoted Householder QR.
+_CHOLQR_MAX_COND = 1e6
+
+
+def _validated(A, name: str = "A") -> np.ndarray:
+    A = as_dense(A, name, ndim=(2,))
+    check_finite(A, name)
+    return A
+
+
+def _rank_tol(shape: tuple[int, int], rtol: float | None) -> float:
+    """numpy.linalg.matrix_rank's default relative tolerance: max(n, d) * eps."""
+    return max(shape) * np.finfo(np.float64).eps if rtol is None else rtol
+
+
+def _row_sq_norms(X: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", X, X)
+
+
+def _cholesky_qr2(A: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(Q, R) with A = Q R by CholeskyQR2 (Fukaya et al. 2014): two rounds of
+    R = chol(Q^T Q), Q <- Q R^{-1}; all BLAS-3. None when A is too ill-conditioned for it."""
+    Q = np.asfortranarray(A, dtype=np.float64)
+    R_total = None
+    for _ in range(2):
+        try:
+            R = np.linalg.cholesky(Q.T @ Q).T
+        except np.linalg.LinAlgError:
+            return None
+        diag = np.abs(np.diag(R))
+        if R_total is None and (diag.min() == 0 or np.linalg.cond(R) > _CHOLQR_MAX_COND):
+            return None
+        Q = dtrsm(1.0, R, Q, side=1)  # Q R^{-1}
+        R_total = R if R_total is None else R @ R_total
+    return Q, R_total
+
+
+def _orthonormal_factor(A: np.ndarray, rtol: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, R) with A = Q R, Q (n, k) orthonormal, R (k, d), k = numerical rank for the
+    pivoted path (k = d when CholeskyQR2 applies, which implies full rank)."""
+    factors = _cholesky_qr2(A)
+    if factors is not None:
+        return factors
+    Q, R, perm = scipy.linalg.qr(A, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(R))
+    rank = (
+        0
+        if diag.size == 0 or diag[0] == 0
+        else int((diag > _rank_tol(A.shape, rtol) * diag[0]).sum())
+    )
+    R = R[:rank][:, np.argsort(perm)]  # A = Q[:, :rank] R (columns back in A's order)
+    return Q[:, :rank], R
+
+
+def _ridge_from_factor(Q: np.ndarray, R: np.ndarray, ridge: float) -> np.ndarray:
+    """Ridge scores from A = Q R: with R = W S V^T, U = Q W and
+    l_i = sum_k U_ik^2 s_k^2 / (s_k^2 + ridge)."""
+    if Q.shape[1] == 0:
+        return np.zeros(Q.shape[0])
+    W, s, _ = np.linalg.svd(R, full_matrices=False)
+    U = Q @ W
+    return U**2 @ (s**2 / (s**2 + ridge))
+
+
+def _sketched(
+    A: np.ndarray, seed: SeedLike, sketch_size: int | None, sketch_kind: str, jl_dim: int | None
+) -> np.ndarray:
+    """Drineas, Magdon-Ismail, Mahoney & Woodruff (2012): R from QR of S A, then row norms of
+    A R^{-1} G (G a d x k Gaussian JL map, k = jl_dim; none when jl_dim is None or >= d)."""
+    n, d = A.shape
+    m = sketch_size if sketch_size is not None else min(n, 32 * d)
+    m = check_int(m, "sketch_size", minimum=d, maximum=n)
+    if sketch_kind not in KINDS:
+        raise ValueError(f"sketch_kind must be one of {sorted(KINDS)}, got {sketch_kind!r}")
+    s_sketch, s_jl = child_seed(seed, 0), child_seed(seed, 1)
+    SA = KINDS[sketch_kind](m, n, seed=s_sketch) @ A
+    _, R, perm = scipy.linalg.qr(SA, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(R))
+    rank = 0 if diag[0] == 0 else int((diag > _rank_tol(SA.shape, None) * diag[0]).sum())
+    if rank == 0:
+        return np.zeros(n)
+    # A P = Q R, restricted to the rank leading pivots: scores = row norms of A P_r R_r^{-1}
+    Rr = R[:rank, :rank]
+    Ar = np.asfortranarray(A[:, perm[:rank]], dtype=np.float64)
+    if jl_dim is None or jl_dim >= rank:
+        return _row_sq_norms(dtrsm(1.0, Rr, Ar, side=1))
+    k = check_int(jl_dim, "jl_dim", minimum=1)
+    G = KINDS["gaussian"](k, rank, seed=s_jl).todense().T  # (rank, k), entries N(0, 1/k)
+    return _row_sq_norms(Ar @ scipy.linalg.solve_triangular(Rr, G))
+
+
+def leverage_scores(
+    A,
+    method: str = "qr",
+    ridge: float = 0.0,
+    seed: SeedLike = None,
+    *,
+    rtol: float | None = None,
+    sketch_size: int | None = None,
+    sketch_kind: str = "sparse_sign",
+    jl_dim: int | None = None,
+) -> np.ndarray:
+    r"""Leverage scores of the rows of A (n x d): :math:`l_i = a_i^\top (A^\top A)^+ a_i`.
+
+    Parameters
+    ----------
+    A : array_like, shape (n, d)
+        Finite real matrix (any rank; zero rows score 0).
+    method : {"qr", "svd", "sketch"}
+        * "qr" (default): exact. CholeskyQR2 (all BLAS-3; about 5x faster than
+          ``numpy.linalg.qr`` for tall matrices) when cond(A) <= 1e6, else Householder QR
+          with column pivoting and a rank decision. O(n d^2).
+        * "svd": exact, from the thin SVD; rank decision on the singular values.
+        * "sketch": the fast approximation of Drineas, Magdon-Ismail, Mahoney & Woodruff
+          (JMLR 2012): R from a pivoted QR of S A (S a ``sketch_kind`` operator with
+          ``sketch_size`` rows), then squared row norms of A R^{-1} (times a d x k Gaussian
+          G when ``jl_dim`` = k is given). If S is a (1 +- eps_1) subspace embedding of
+          range(A) and G a (1 +- eps_2) JL map for the n rows, every score satisfies
+          ``(1 - eps_2) / (1 + eps_1)^2 <= l~_i / l_i <= (1 + eps_2) / (1 - eps_1)^2``.
+          Defaults: ``sketch_size = min(n, 32 d)`` rows of SparseSign (s = 8), no JL step
+          (exact row norms of A R^{-1}, O(n d^2) BLAS-3; pass ``jl_dim`` ~ 8 log(n) / eps_2^2
+          < d for O(n d jl_dim)). Measured at the defaults (tests, n = 4000, d = 16, Gaussian
+          and heavy-tailed rows, 10 seeds): relative errors within [-0.25, +0.45].
+          CountSketch at the same size reached +0.86 on heavy-tailed rows.
+    ridge : float, default 0
+        lambda >= 0: ridge leverage :math:`a_i^\top (A^\top A + \lambda I)^{-1} a_i`
+        (exact methods only; sums to :math:`\sum_k s_k^2 / (s_k^2 + \lambda)`).
+    seed : int, SeedSequence or None
+        Seed of the sketches (method "sketch").
+    rtol : float, optional
+        Relative tolerance of the rank decision (default ``max(n, d) * eps``, numpy's).
+    sketch_size, sketch_kind, jl_dim
+        See method "sketch".
+
+    Returns
+    -------
+    ndarray, shape (n,), float64 (float32 for float32 input): 0 <= l_i <= 1, sum = rank
+    (exact methods, ridge = 0).
+    """
+    A = _validated(A)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    ridge = check_real(ridge, "ridge", minimum=0.0)
+    if rtol is not None:
+        rtol = check_real(rtol, "rtol", minimum=0.0, maximum=1.0)
+    A64 = A.astype(np.float64, copy=False)
+    if method == "sketch":
+        if ridge:
+            raise ValueError("ridge must be 0 for method='sketch' (use an exact method)")
+        scores = _sketched(A64, seed, sketch_size, sketch_kind, jl_dim)
+    elif method == "svd":
+        U, s, _ = np.linalg.svd(A64, full_matrices=False)
+        if ridge:
+            scores = U**2 @ (s**2 / (s**2 + ridge))
+        else:
+            rank = 0 if s[0] == 0 else int((s > _rank_tol(A.shape, rtol) * s[0]).sum())
+            scores = _row_sq_norms(U[:, :rank])
+    else:
+        Q, R = _orthonormal_factor(A64, rtol)
+        scores = _ridge_from_factor(Q, R, ridge) if ridge else _row_sq_norms(Q)
+    return scores.astype(A.dtype, copy=False)
+
+
+def online_leverage_scores(A, ridge: float = 1e-6, *, block_size: int = 256) -> np.ndarray:
+    r"""Online ridge leverage scores (Cohen, Musco & Pachocki 2016): each row scored against
+    the rows before it,
+
+    .. math:: x_i = a_i^\top (A_{<i}^\top A_{<i} + \lambda I)^{-1} a_i .
+
+    Blocked: for a block B of b rows with whitened rows Z = B L^{-T}
+    (L L^T = A_{<B}^T A_{<B} + lambda I), the Cholesky factor C of I + Z Z^T has
+    C_ii^2 = 1 + x_i (a Schur complement), so a block costs O(b^2 d + b^3 + d^3) and the
+    scores are exact for any block size. Identities (tested):
+    :math:`\sum_i \log(1 + x_i) = \log\det(I + A^\top A / \lambda)`; x_i / (1 + x_i) is the
+    score of row i within A_{<=i}, which upper-bounds its ridge score in any A_{<=j}, j >= i.
+
+    Parameters
+    ----------
+    A : array_like, shape (n, d)
+    ridge : float, default 1e-6
+        lambda > 0, absolute (scale it with A: e.g. 1e-6 * ||A||_F^2 / d).
+    block_size : int, default 256
+        Rows per block (a speed knob only; results agree to rounding).
+
+    Returns
+    -------
+    ndarray (n,) of x_i >= 0 (x_i can exceed 1), float64 (float32 for float32 input).
+    """
+    A = _validated(A)
+    ridge = check_real(ridge, "ridge", minimum=0.0, min_inclusive=False)
+    b = check_int(block_size, "block_size", minimum=1)
+    A64 = A.astype(np.float64, copy=False)
+    n, d = A64.shape
+    gram = ridge * np.eye(d)
+    out = np.empty(n)
+    for lo in range(0, n, b):
+        B = A64[lo : lo + b]
+        L = np.linalg.cholesky(gram)
+        Z = scipy.linalg.solve_triangular(L, B.T, lower=True).T  # B L^{-T}
+        C = np.linalg.cholesky(np.eye(B.shape[0]) + Z @ Z.T)
+        out[lo : lo + b] = np.diag(C) ** 2 - 1.0
+        gram += B.T @ B
+    return np.maximum(out, 0.0).astype(A.dtype, copy=False)
