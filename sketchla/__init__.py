@@ -8,7 +8,7 @@ the same seed gives the same operator in every call, process and thread count.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import random
-from .scores import leverage_scores, online_leverage_scores, universal_set
+from .scores import StreamingLeverage, leverage_scores, online_leverage_scores, universal_set
 from .sketch import SRHT, CountSketch, GaussianSketch, SketchOperator, SparseSign, sketch
 
 try:
@@ -22,6 +22,7 @@ __all__ = [
     "GaussianSketch",
     "SketchOperator",
     "SparseSign",
+    "StreamingLeverage",
     "__version__",
     "leverage_scores",
     "online_leverage_scores",

@@ -141,10 +141,17 @@ def as_sparse(A: Any, name: str) -> sp.sparray | sp.spmatrix:
     return A
 
 
+#: dense arrays are checked for finiteness in row blocks of about this many bytes, so the check
+#: streams through cache instead of allocating an input-sized boolean temporary
+_FINITE_BLOCK_BYTES = 2**20
+
+
 def check_finite(A: Any, name: str) -> None:
     """Raise ValueError if ``A`` (dense or sparse) holds NaN or +-inf."""
-    data = A.data if is_sparse(A) else A
-    if not np.isfinite(data).all():
+    data = A.data if is_sparse(A) else np.asarray(A)
+    rows = max(1, _FINITE_BLOCK_BYTES // max(1, data[:1].nbytes)) if data.ndim else 1
+    blocks = [data] if data.ndim == 0 else (data[i : i + rows] for i in range(0, len(data), rows))
+    if not all(np.isfinite(block).all() for block in blocks):
         raise ValueError(f"{name} contains NaN or infinity; expected finite values")
 
 

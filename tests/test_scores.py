@@ -155,6 +155,19 @@ def test_default_sketched_scores_within_documented_range():
             assert -0.25 <= rel.min() and rel.max() <= 0.45, (seed, rel.min(), rel.max())
 
 
+def test_sketched_float32_products_match_float64(monkeypatch):
+    # the sketched method runs its final products in float32 when cond(R) <= 1e3: compare with
+    # the float64 computation of the same sketch (documented bound: 4e-3 relative)
+    from sketchla.scores import leverage
+
+    K = np.random.default_rng(5).standard_normal((20_000, 32)) * np.linspace(1, 30, 32)
+    fast = sketchla.leverage_scores(K, method="sketch", seed=1)
+    monkeypatch.setattr(leverage, "_FLOAT32_MAX_COND", 0.0)
+    slow = sketchla.leverage_scores(K, method="sketch", seed=1)
+    np.testing.assert_allclose(fast, slow, rtol=4e-3)
+    assert not np.array_equal(fast, slow)  # the float32 path was taken
+
+
 def test_sketched_scores_with_jl_step():
     K = np.random.default_rng(1).standard_normal((3000, 40))
     exact = sketchla.leverage_scores(K)
@@ -236,3 +249,48 @@ def test_float32_in_float32_out():
     K = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
     assert sketchla.leverage_scores(K).dtype == np.float32
     assert sketchla.online_leverage_scores(K).dtype == np.float32
+
+
+@given(keys(max_n=80), st.floats(0.02, 1.0), st.integers(1, 30))
+def test_streaming_exact_equals_batch_and_merge_is_a_small_superset(kr, eps, block):
+    K, rank = kr
+    batch = sketchla.universal_set(K, eps)
+    for mode in ("exact", "merge"):
+        s = sketchla.StreamingLeverage(K.shape[1], eps, mode=mode)
+        for lo in range(0, K.shape[0], block):
+            s.update(K[lo : lo + block])
+        U = s.universal_set()
+        assert U.dtype == np.int64 and np.all(np.diff(U) > 0)
+        if mode == "exact":
+            np.testing.assert_array_equal(U, batch)
+        else:
+            assert set(batch.tolist()) <= set(U.tolist())
+            assert len(U) <= rank / eps + 1e-9
+
+
+def test_streaming_memory_is_flat_in_n():
+    d, eps, block = 16, 0.05, 1000
+    bound = (d / eps + block) * (d * 8 + 8) + d * d * 8  # candidates + one block + Gram
+    rng = np.random.default_rng(0)
+    for mode in ("exact", "merge"):
+        peaks = []
+        for n in (5_000, 100_000):
+            s = sketchla.StreamingLeverage(d, eps, mode=mode)
+            for _ in range(0, n, block):
+                s.update(rng.standard_normal((block, d)) * rng.lognormal(0, 1, (block, 1)))
+            peaks.append(s.peak_bytes)
+            assert s.n_seen == n and s.n_candidates <= d / eps
+        assert max(peaks) <= bound
+
+
+def test_streaming_bad_input():
+    s = sketchla.StreamingLeverage(3, 0.1)
+    with pytest.raises(ValueError, match="block has 2 columns, expected d=3"):
+        s.update(np.ones((4, 2)))
+    with pytest.raises(ValueError, match="block contains NaN"):
+        s.update(np.array([[1.0, np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="eps must be"):
+        sketchla.StreamingLeverage(3, 0.0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        sketchla.StreamingLeverage(3, 0.1, mode="approx")
+    assert sketchla.StreamingLeverage(3, 0.1).universal_set().size == 0  # nothing seen yet

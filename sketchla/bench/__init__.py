@@ -1,7 +1,7 @@
 """Side-by-side benchmarks (``sketchla bench SUITE``): medians and ratios, never asserted."""
 
-from . import sketch
+from . import scores, sketch
 
-SUITES = {"sketch": sketch}
+SUITES = {"sketch": sketch, "scores": scores}
 
 __all__ = ["SUITES"]
