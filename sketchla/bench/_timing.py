@@ -16,6 +16,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A row of a suite's table: ratio = time(baseline) / time(ours); ``goal`` is the ratio the
+    issue asks for (None: reported only)."""
+
+    label: str
+    ours: str
+    baseline: str
+    goal: float | None
+    meaning: str
+
+
+def compare(timed: dict[str, Case], comparisons: list[Comparison]) -> list[tuple]:
+    """Rows (comparison, ours median, baseline median, ratio, goal met or None)."""
+    rows = []
+    for c in comparisons:
+        ours, base = timed[c.ours].median, timed[c.baseline].median
+        ratio = base / ours
+        rows.append((c, ours, base, ratio, None if c.goal is None else ratio >= c.goal))
+    return rows
+
+
 @dataclass
 class Case:
     """One timed callable; ``repeat`` caps its repetitions (for cases that take many seconds)."""

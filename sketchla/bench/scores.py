@@ -10,24 +10,10 @@ error against the exact scores are reported. Goals of issue 3 (n = 2^20, d = 64,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..scores import leverage_scores
-from ._timing import Case, run_interleaved
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """ratio = time(baseline) / time(ours)."""
-
-    label: str
-    ours: str
-    baseline: str
-    goal: float | None
-    meaning: str
-
+from ._timing import Case, Comparison, compare, run_interleaved
 
 COMPARISONS = [
     Comparison("exact (CholeskyQR2) vs numpy QR", "ours exact", "numpy qr", 2.0, "speed-up"),
@@ -54,11 +40,7 @@ def run(n: int = 2**20, d: int = 64, repeat: int = 5, seed: int = 0, progress=No
     exact = numpy_qr_scores(A)
     rel = np.abs(leverage_scores(A, method="sketch", seed=seed) / exact - 1)
     exact_err = np.abs(leverage_scores(A) - exact).max()
-    rows = []
-    for c in COMPARISONS:
-        ours, base = timed[c.ours].median, timed[c.baseline].median
-        ratio = base / ours
-        rows.append((c, ours, base, ratio, None if c.goal is None else ratio >= c.goal))
+    rows = compare(timed, COMPARISONS)
     sizes = {
         "n": n,
         "d": d,

@@ -21,27 +21,13 @@ after all other cases; within each phase the cases are interleaved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.fft
 import scipy.linalg
 import scipy.sparse as sp
 
 from ..sketch import SRHT, CountSketch, GaussianSketch, SparseSign
-from ._timing import Case, run_interleaved
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """ratio = time(baseline) / time(ours); ``goal`` is the ratio the issue asks for."""
-
-    label: str
-    ours: str
-    baseline: str
-    goal: float | None
-    meaning: str
-
+from ._timing import Case, Comparison, compare, run_interleaved
 
 COMPARISONS = [
     Comparison(
@@ -96,12 +82,7 @@ def run(
         Case("gaussian dense", lambda: gauss @ A, repeat=min(repeat, 3)),
     ]
     timed.update(run_interleaved(blas_phase, repeat, progress))
-    rows = []
-    for c in COMPARISONS:
-        ours, base = timed[c.ours].median, timed[c.baseline].median
-        ratio = base / ours
-        met = None if c.goal is None else ratio >= c.goal
-        rows.append((c, ours, base, ratio, met))
+    rows = compare(timed, COMPARISONS)
     sizes = {
         "n": n,
         "d": d,

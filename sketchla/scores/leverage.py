@@ -31,9 +31,13 @@ def _validated(A, name: str = "A", finite: bool = True) -> np.ndarray:
     return A
 
 
-def _rank_tol(shape: tuple[int, int], rtol: float | None) -> float:
-    """numpy.linalg.matrix_rank's default relative tolerance: max(n, d) * eps."""
-    return max(shape) * np.finfo(np.float64).eps if rtol is None else rtol
+def _numerical_rank(magnitudes: np.ndarray, shape: tuple[int, int], rtol: float | None) -> int:
+    """Count of |R_ii| (pivoted QR, decreasing) or singular values above rtol times the
+    largest; default rtol max(n, d) * eps, numpy.linalg.matrix_rank's."""
+    tol = max(shape) * np.finfo(np.float64).eps if rtol is None else rtol
+    if magnitudes.size == 0 or magnitudes[0] == 0:
+        return 0
+    return int((magnitudes > tol * magnitudes[0]).sum())
 
 
 def _row_sq_norms(X: np.ndarray) -> np.ndarray:
@@ -65,12 +69,7 @@ def _orthonormal_factor(A: np.ndarray, rtol: float | None) -> tuple[np.ndarray, 
     if factors is not None:
         return factors
     Q, R, perm = scipy.linalg.qr(A, mode="economic", pivoting=True)
-    diag = np.abs(np.diag(R))
-    rank = (
-        0
-        if diag.size == 0 or diag[0] == 0
-        else int((diag > _rank_tol(A.shape, rtol) * diag[0]).sum())
-    )
+    rank = _numerical_rank(np.abs(np.diag(R)), A.shape, rtol)
     R = R[:rank][:, np.argsort(perm)]  # A = Q[:, :rank] R (columns back in A's order)
     return Q[:, :rank], R
 
@@ -98,8 +97,7 @@ def _sketched(
     s_sketch, s_jl = child_seed(seed, 0), child_seed(seed, 1)
     SA = KINDS[sketch_kind](m, n, seed=s_sketch) @ A
     _, R, perm = scipy.linalg.qr(SA, mode="economic", pivoting=True)
-    diag = np.abs(np.diag(R))
-    rank = 0 if diag[0] == 0 else int((diag > _rank_tol(SA.shape, None) * diag[0]).sum())
+    rank = _numerical_rank(np.abs(np.diag(R)), SA.shape, None)
     if rank == 0:
         return np.zeros(n)
     # A P = Q R restricted to the rank leading pivots: scores = row norms of A M with
@@ -200,7 +198,7 @@ def leverage_scores(
         if ridge:
             scores = U**2 @ (s**2 / (s**2 + ridge))
         else:
-            rank = 0 if s[0] == 0 else int((s > _rank_tol(A.shape, rtol) * s[0]).sum())
+            rank = _numerical_rank(s, A.shape, rtol)
             scores = _row_sq_norms(U[:, :rank])
     else:
         Q, R = _orthonormal_factor(A64, rtol)
