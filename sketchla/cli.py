@@ -41,9 +41,8 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     suite = SUITES[args.suite]
     params = {"repeat": args.repeat}
     if args.quick:
-        params.update(n=2**16, d=16)
-        if args.suite == "sketch":
-            params["m"] = 256
+        # each suite names its own small sizes (module attribute QUICK), for smoke tests
+        params.update(getattr(suite, "QUICK", {"n": 2**16, "d": 16}))
     for key in ("n", "d", "m"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)

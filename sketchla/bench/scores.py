@@ -15,6 +15,9 @@ import numpy as np
 from ..scores import leverage_scores
 from ._timing import Case, Comparison, compare, run_interleaved
 
+#: sizes of ``sketchla bench scores --quick``
+QUICK = {"n": 2**16, "d": 16}
+
 COMPARISONS = [
     Comparison("exact (CholeskyQR2) vs numpy QR", "ours exact", "numpy qr", 2.0, "speed-up"),
     Comparison("sketched vs numpy QR", "ours sketch", "numpy qr", 20.0, "speed-up"),

@@ -29,6 +29,9 @@ import scipy.sparse as sp
 from ..sketch import SRHT, CountSketch, GaussianSketch, SparseSign
 from ._timing import Case, Comparison, compare, run_interleaved
 
+#: sizes of ``sketchla bench sketch --quick``
+QUICK = {"n": 2**16, "d": 16, "m": 256}
+
 COMPARISONS = [
     Comparison(
         "CountSketch dense vs scipy", "countsketch dense", "scipy CW dense", 2.0, "speed-up"
