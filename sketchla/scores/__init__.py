@@ -1,7 +1,18 @@
-"""Leverage scores and LevAttention's universal key set."""
+"""Leverage scores, Lewis weights, lp-sensitivity bounds and LevAttention's universal key set."""
 
+from .causal import prefix_leverage_scores
 from .leverage import leverage_scores, online_leverage_scores
+from .lewis import LewisInfo, lewis_weights, sensitivity_bounds
 from .streaming import StreamingLeverage
 from .universal import universal_set
 
-__all__ = ["StreamingLeverage", "leverage_scores", "online_leverage_scores", "universal_set"]
+__all__ = [
+    "LewisInfo",
+    "StreamingLeverage",
+    "leverage_scores",
+    "lewis_weights",
+    "online_leverage_scores",
+    "prefix_leverage_scores",
+    "sensitivity_bounds",
+    "universal_set",
+]
