@@ -8,7 +8,7 @@ import numpy as np
 
 from .._backend import as_dense, is_sparse
 from ..random import SeedLike
-from ._base import SketchOperator
+from ._base import SketchOperator, lazy_forward
 from .gaussian import GaussianSketch
 from .hashing import CountSketch, SparseSign
 from .srht import SRHT
@@ -44,10 +44,11 @@ def sketch(
 
     Returns
     -------
-    ndarray, shape (m,) or (m, d)
+    ndarray, shape (m,) or (m, d); a lazy dask array for a dask input (see
+    :mod:`sketchla.distributed`)
     """
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
-    if not is_sparse(A):
+    if not is_sparse(A) and lazy_forward(A) is None:  # dask arrays stay lazy
         A = as_dense(A, "A")
     return KINDS[kind](m, A.shape[0], seed=seed, **params) @ A

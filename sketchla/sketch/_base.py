@@ -15,6 +15,8 @@ inputs, dtype handling (the policy of ``sketchla._backend``), the finiteness con
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,35 @@ from .._backend import (
 )
 from ..random import SeedLike, as_seed_sequence
 
-__all__ = ["SketchOperator"]
+__all__ = ["SketchOperator", "register_lazy"]
+
+#: (predicate, forward, adjoint) for lazy array types: ``S @ A`` with ``predicate(A)`` true
+#: returns ``forward(S, A, name)`` and ``S.T @ Y`` returns ``adjoint(S, Y, name)`` (the
+#: right-multiplication forms follow by transposition). ``sketchla.distributed`` registers dask
+#: arrays here, so this layer never imports an upper one (nor dask).
+_LAZY: list[tuple[Callable[[Any], bool], Callable[..., Any], Callable[..., Any]]] = []
+
+
+def register_lazy(
+    predicate: Callable[[Any], bool], forward: Callable[..., Any], adjoint: Callable[..., Any]
+) -> None:
+    """Route ``S @ A`` / ``S.T @ Y`` (and ``sketchla.sketch``, ``B @ S.T``, ``Y @ S``) for
+    inputs with ``predicate`` true to ``forward(S, A, name)`` / ``adjoint(S, Y, name)``, which
+    return lazy results of the same array type."""
+    _LAZY.append((predicate, forward, adjoint))
+
+
+def _lazy_entry(A: Any) -> tuple | None:
+    for entry in _LAZY:
+        if entry[0](A):
+            return entry
+    return None
+
+
+def lazy_forward(A: Any) -> Callable[..., Any] | None:
+    """The registered lazy forward for ``A``, or None for eager inputs."""
+    entry = _lazy_entry(A)
+    return None if entry is None else entry[1]
 
 
 class SketchOperator:
@@ -58,9 +88,14 @@ class SketchOperator:
     #: numpy defers ``ndarray @ S`` to ``S.__rmatmul__`` instead of making an object array.
     __array_ufunc__ = None
 
+    #: global index of column 0: an operator cut by :meth:`column_block` is columns
+    #: ``column_offset .. column_offset + n - 1`` of the operator it was cut from
+    column_offset: int = 0
+
     def __init__(self, m: int, n: int, seed: SeedLike = None) -> None:
         self.m = check_int(m, "m", minimum=1)
         self.n = check_int(n, "n", minimum=1)
+        self._full_n = self.n  # n of the operator that column blocks are cut from
         self.seed = seed
         self.seed_sequence = as_seed_sequence(seed)
 
@@ -104,6 +139,26 @@ class SketchOperator:
         """The (m, n) matrix S as a float64 ndarray (for tests and small problems)."""
         return self._dense_matrix()
 
+    def column_block(self, start: int, stop: int) -> SketchOperator:
+        """The columns ``start:stop`` of S as an operator of shape (m, stop - start).
+
+        ``S.column_block(a, b) @ A[a:b]`` is the contribution of rows a..b-1 of A to ``S @ A``,
+        so ``S @ A`` is the sum of such products over any partition of the rows (how
+        ``sketchla.distributed`` sketches row-chunked arrays). The block's entries are computed
+        from the seed contract like the full operator's (nothing is materialised), and
+        ``S.column_block(a, b).todense()`` equals ``S.todense()[:, a:b]``.
+        """
+        start = check_int(start, "start", minimum=0, maximum=self.n - 1)
+        stop = check_int(stop, "stop", minimum=start + 1, maximum=self.n)
+        block = copy.copy(self)  # shares the seed-derived parameters; keeps _full_n
+        block.n = stop - start
+        block.column_offset = self.column_offset + start
+        block._rebase(start)
+        return block
+
+    def _rebase(self, start: int) -> None:
+        """Adjust a shallow copy cut at local column ``start`` (see :meth:`column_block`)."""
+
     # -- application -----------------------------------------------------------------------
     def __matmul__(self, A: Any) -> np.ndarray:
         return self._forward(A, "A")
@@ -114,6 +169,9 @@ class SketchOperator:
     def _forward(self, A: Any, name: str) -> np.ndarray:
         """S @ A for A of shape (n,) or (n, d), dense or scipy.sparse."""
         _reject_operator(A)
+        lazy = lazy_forward(A)
+        if lazy is not None:
+            return lazy(self, A, name)
         if is_sparse(A):
             A = as_sparse(A, name)
             self._check_rows(A.shape[0], self.n, name)
@@ -130,6 +188,9 @@ class SketchOperator:
     def _adjoint(self, Y: Any, name: str) -> np.ndarray:
         """S.T @ Y for Y of shape (m,) or (m, d), dense."""
         _reject_operator(Y)
+        lazy = _lazy_entry(Y)
+        if lazy is not None:
+            return lazy[2](self, Y, name)
         if is_sparse(Y):
             raise TypeError(
                 f"{name} is a scipy.sparse matrix; the adjoint S.T @ Y takes dense sketch-space "
@@ -151,7 +212,9 @@ class SketchOperator:
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v}" for k, v in self._repr_params().items())
-        return f"{type(self).__name__}(m={self.m}, n={self.n}{extra}, seed={self.seed!r})"
+        n, a = self._full_n, self.column_offset
+        text = f"{type(self).__name__}(m={self.m}, n={n}{extra}, seed={self.seed!r})"
+        return text if self.n == n else f"{text}.column_block({a}, {a + self.n})"
 
     def _repr_params(self) -> dict[str, Any]:
         return {}
@@ -224,7 +287,7 @@ def _reject_operator(A: Any) -> None:
 
 def _transpose_input(B: Any, name: str) -> Any:
     """B.T for the right-multiplication forms (1-D stays 1-D; array-likes are validated)."""
-    if not is_sparse(B):
+    if not is_sparse(B) and _lazy_entry(B) is None:
         B = as_dense(B, name)
     return B.T
 

@@ -54,7 +54,8 @@ class GaussianSketch(SketchOperator):
         """S[:, j0:j1].T as a (j1 - j0, m) array of ``dtype``."""
         out = np.empty((j1 - j0) * self.m, dtype=dtype)
         s = self._stream
-        e0, e1 = j0 * self.m, j1 * self.m
+        a = self.column_offset  # global column of local column 0 (see column_block)
+        e0, e1 = (a + j0) * self.m, (a + j1) * self.m
         cpu.normal_range(s.key, s.gamma, e0, e1, 1.0 / np.sqrt(self.m), out, work=8 * out.size)
         return out.reshape(j1 - j0, self.m)
 

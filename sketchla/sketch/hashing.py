@@ -38,6 +38,15 @@ class _HashSketch(SketchOperator):
         self._params = (b.key, b.gamma, g.key, g.gamma)
         self._scale = 1.0 / np.sqrt(self.nnz_per_col)
 
+    def _rebase(self, start: int) -> None:
+        # entry i of a stream (key, gamma) is mix64(key + gamma (i + 1)), so the stream
+        # (key + gamma o, gamma) is the same stream advanced by o entries (mod 2^64): a column
+        # block starting at column `start` is the full operator with both streams advanced
+        # by start * s (its local column j hashes with the counters of column start + j)
+        offset = start * self.nnz_per_col
+        kb, gb, ks, gs = self._params
+        self._params = (_advance(kb, gb, offset), gb, _advance(ks, gs, offset), gs)
+
     def table(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, values): the (n, s) row indices and values of the nonzeros of each column."""
         s = self.nnz_per_col
@@ -77,6 +86,11 @@ class _HashSketch(SketchOperator):
         out = np.zeros((self.m, self.n))
         out[rows, np.arange(self.n)[:, None]] = vals
         return out
+
+
+def _advance(key: np.uint64, gamma: np.uint64, offset: int) -> np.uint64:
+    """The key of the stream (key, gamma) advanced by ``offset`` entries."""
+    return np.uint64((int(key) + int(gamma) * offset) % 2**64)
 
 
 class CountSketch(_HashSketch):

@@ -54,6 +54,14 @@ class SRHT(SketchOperator):
     Signs: ``signs(j)`` of stream ``STREAM_SRHT_SIGNS``; rows: ``sample_without_replacement(m, N)``
     of stream ``STREAM_SRHT_ROWS`` (see :mod:`sketchla.random`).
 
+    Column blocks (:meth:`column_block`, used to sketch row-chunked arrays) are exact too,
+    although H mixes all rows: entry (k, j) of S is
+    :math:`\pm m^{-1/2} (-1)^{\mathrm{popcount}(r_k \,\&\, j)}`, and for an aligned dyadic
+    interval j = a + t, 0 <= t < c = 2^q, a divisible by c, the bits of a and t are disjoint, so
+    :math:`(-1)^{\mathrm{popcount}(r \& j)} = (-1)^{\mathrm{popcount}(r \& a)}
+    (H_c)_{r \bmod c,\, t}`. A block splits into at most 2 log2(n) such intervals, each
+    applied by a length-c FWHT: O(c log c) per column of the block, no N-length transform.
+
     Parameters
     ----------
     m : int
@@ -77,7 +85,8 @@ class SRHT(SketchOperator):
     @cached_property
     def signs(self) -> np.ndarray:
         """The n diagonal signs of D (float64 +-1)."""
-        return stream(self.seed_sequence, STREAM_SRHT_SIGNS).signs(np.arange(self.n))
+        a = self.column_offset
+        return stream(self.seed_sequence, STREAM_SRHT_SIGNS).signs(np.arange(a, a + self.n))
 
     @cached_property
     def rows(self) -> np.ndarray:
@@ -85,6 +94,61 @@ class SRHT(SketchOperator):
         return stream(self.seed_sequence, STREAM_SRHT_ROWS).sample_without_replacement(
             self.m, self.n_padded
         )
+
+    def column_block(self, start: int, stop: int) -> SRHT:
+        _ = self.rows  # sample the rows once, on the parent, for all its blocks
+        return super().column_block(start, stop)
+
+    def _rebase(self, start: int) -> None:
+        self.__dict__.pop("signs", None)  # a cached parent's signs; rows stay the parent's
+
+    @property
+    def _is_block(self) -> bool:
+        return self.n != self._full_n
+
+    def _dyadic_pieces(self):
+        """(local start, global start a, length c) of the aligned intervals [a, a + c),
+        c a power of two dividing a, that partition this operator's global columns."""
+        a, b = self.column_offset, self.column_offset + self.n
+        while a < b:
+            c = (a & -a) if a else 1 << (b - a).bit_length()
+            while a + c > b:
+                c //= 2
+            yield a - self.column_offset, a, c
+            a += c
+
+    def _piece_signs(self, a: int) -> np.ndarray:
+        """(-1)^popcount(rows & a) for the sampled rows (float64)."""
+        x = self.rows & a
+        for shift in (32, 16, 8, 4, 2, 1):
+            x ^= x >> shift
+        return 1.0 - 2.0 * (x & 1)
+
+    def _fwht(self, buf: np.ndarray) -> None:
+        """Unnormalised FWHT of a (2^q, w) C-contiguous buffer along axis 0, in place."""
+        B, T = fwht_plan(buf.shape[0], buf.shape[1] * buf.itemsize)
+        cpu.fwht_blocks(buf, B, work=buf.nbytes)
+        cpu.fwht_across_inplace(buf, B, T, work=buf.nbytes)
+
+    def _forward_block(self, A: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.m, A.shape[1]), dtype=A.dtype)
+        signs = self.signs.astype(A.dtype)
+        for lo, a, c in self._dyadic_pieces():
+            buf = signs[lo : lo + c, None] * A[lo : lo + c]
+            self._fwht(buf)
+            coef = (self._scale * self._piece_signs(a)).astype(A.dtype)
+            out += coef[:, None] * buf[self.rows % c]
+        return out
+
+    def _adjoint_block(self, Y: np.ndarray) -> np.ndarray:
+        out = np.empty((self.n, Y.shape[1]), dtype=Y.dtype)
+        for lo, a, c in self._dyadic_pieces():
+            buf = np.zeros((c, Y.shape[1]), dtype=Y.dtype)
+            coef = (self._scale * self._piece_signs(a)).astype(Y.dtype)
+            np.add.at(buf, self.rows % c, coef[:, None] * Y)
+            self._fwht(buf)
+            out[lo : lo + c] = buf * self.signs[lo : lo + c, None].astype(Y.dtype)
+        return out
 
     def _tiles(self, B: int, T: int) -> tuple[np.ndarray, np.ndarray]:
         """Group the sampled rows by across-block tile: (tile_ptr, order of rows by tile)."""
@@ -95,6 +159,8 @@ class SRHT(SketchOperator):
         return ptr, order
 
     def _forward_dense(self, A: np.ndarray) -> np.ndarray:
+        if self._is_block:
+            return self._forward_block(A)
         d = A.shape[1]
         N = self.n_padded
         chunk = min(d, max(1, _CHUNK_BYTES // A.itemsize))
@@ -115,6 +181,8 @@ class SRHT(SketchOperator):
         return self._forward_dense(A.toarray())
 
     def _adjoint_dense(self, Y: np.ndarray) -> np.ndarray:
+        if self._is_block:
+            return self._adjoint_block(Y)
         N = self.n_padded
         B, T = fwht_plan(N, Y.shape[1] * Y.itemsize)
         work = N * Y.shape[1] * Y.itemsize
@@ -124,6 +192,8 @@ class SRHT(SketchOperator):
         return buf[: self.n] * self.signs[:, None].astype(Y.dtype)
 
     def _dense_matrix(self) -> np.ndarray:
+        if self._is_block:
+            return self._adjoint_block(np.eye(self.m)).T.copy()
         return cpu.srht_dense_matrix(
             self.rows, self.signs, self.n, self._scale, work=8 * self.m * self.n
         )
