@@ -1,4 +1,4 @@
-"""The ``sketchla`` command line: ``demo``, ``bench SUITE``, ``--version``."""
+"""The ``sketchla`` command line: ``demo``, ``bench SUITE``, ``validate``, ``--version``."""
 
 from __future__ import annotations
 
@@ -92,11 +92,39 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace, console: Console) -> int:
+    from .validate import experiments, run_suite
+
+    if not console.is_terminal:  # a pipe or file: a wide table instead of 80 columns
+        console = Console(width=160)
+    if args.list:
+        table = Table(title="sketchla validate: experiments")
+        for col in ("name", "family", "what it shows"):
+            table.add_column(col)
+        for exp in experiments().values():
+            table.add_row(exp.name, exp.family, exp.title)
+        console.print(table)
+        return 0
+    try:
+        suite = run_suite(
+            only=args.only,
+            profile="quick" if args.quick else "full",
+            out=args.out,
+            console=console,
+        )
+    except ValueError as exc:  # unknown --only name
+        console.print(f"[bold red]{exc}[/]")
+        return 2
+    # non-zero exit when a guaranteed claim FAILED (or an experiment raised)
+    return 1 if suite.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .bench import SUITES
 
     parser = argparse.ArgumentParser(
-        prog="sketchla", description="Randomized numerical linear algebra: demo and benchmarks."
+        prog="sketchla",
+        description="Randomized numerical linear algebra: demo, benchmarks, theory validation.",
     )
     parser.add_argument("--version", action="version", version=f"sketchla {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--m", type=int, default=None, help="override the sketch size")
     bench.add_argument("--out", default=None, help="also write the table as Markdown here")
     bench.set_defaults(run=_bench)
+
+    validate = sub.add_parser(
+        "validate",
+        help="theory-validation suite: claims, bounds, measured values, PASS/FAIL/REPORTED",
+    )
+    validate.add_argument(
+        "--quick", action="store_true", help="small sizes: the whole suite in about 3 minutes"
+    )
+    validate.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run only this experiment or family (repeatable; see --list)",
+    )
+    validate.add_argument("--out", default=None, help="folder for report.md and the PNG plots")
+    validate.add_argument("--list", action="store_true", help="list the experiments and exit")
+    validate.set_defaults(run=_validate)
     return parser
 
 
