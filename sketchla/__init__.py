@@ -7,8 +7,18 @@ the same seed gives the same operator in every call, process and thread count.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import random
-from .scores import StreamingLeverage, leverage_scores, online_leverage_scores, universal_set
+from . import distributed, random
+from .attention import attention, hyper_attention, lev_attention, spectral_error
+from .kde import approx_matmul, approx_rowsums
+from .lsh import SimHash
+from .scores import (
+    StreamingLeverage,
+    leverage_scores,
+    lewis_weights,
+    online_leverage_scores,
+    sensitivity_bounds,
+    universal_set,
+)
 from .sketch import SRHT, CountSketch, GaussianSketch, SketchOperator, SparseSign, sketch
 
 try:
@@ -20,13 +30,23 @@ __all__ = [
     "SRHT",
     "CountSketch",
     "GaussianSketch",
+    "SimHash",
     "SketchOperator",
     "SparseSign",
     "StreamingLeverage",
     "__version__",
+    "approx_matmul",
+    "approx_rowsums",
+    "attention",
+    "distributed",
+    "hyper_attention",
+    "lev_attention",
     "leverage_scores",
+    "lewis_weights",
     "online_leverage_scores",
     "random",
+    "sensitivity_bounds",
     "sketch",
+    "spectral_error",
     "universal_set",
 ]

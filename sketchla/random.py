@@ -41,9 +41,13 @@ import numpy as np
 from ._jit import dual_kernel
 
 __all__ = [
+    "STREAM_AMM_SAMPLES",
     "STREAM_GAUSSIAN",
     "STREAM_HASH_BUCKETS",
     "STREAM_HASH_SIGNS",
+    "STREAM_LIGHT_SAMPLES",
+    "STREAM_PILOT_ROWS",
+    "STREAM_SIMHASH_PLANES",
     "STREAM_SRHT_ROWS",
     "STREAM_SRHT_SIGNS",
     "SeedLike",
@@ -61,6 +65,10 @@ STREAM_SRHT_SIGNS = 2
 STREAM_SRHT_ROWS = 3
 STREAM_HASH_BUCKETS = 4
 STREAM_HASH_SIGNS = 5
+STREAM_SIMHASH_PLANES = 8  # SimHash hyperplanes (sketchla.lsh)
+STREAM_LIGHT_SAMPLES = 9  # sampled (light) key columns of ApproxD / HyperAttention
+STREAM_PILOT_ROWS = 10  # pilot query rows of ApproxD's lower clamp and importance probabilities
+STREAM_AMM_SAMPLES = 11  # sampled column/row pairs of approx_matmul
 
 _U64 = np.uint64
 _MIX_A = _U64(0xBF58476D1CE4E5B9)
@@ -244,7 +252,7 @@ class Stream:
     gamma: np.uint64
 
     @staticmethod
-    def _index(index) -> np.ndarray:
+    def _index(index) -> tuple[np.ndarray, tuple[int, ...]]:
         idx = np.asarray(index)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"index must be an integer array, got dtype {idx.dtype}")

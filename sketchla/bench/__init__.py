@@ -1,7 +1,7 @@
 """Side-by-side benchmarks (``sketchla bench SUITE``): medians and ratios, never asserted."""
 
-from . import scores, sketch
+from . import attention, dask, lsh, scores, sketch
 
-SUITES = {"sketch": sketch, "scores": scores}
+SUITES = {"sketch": sketch, "scores": scores, "dask": dask, "attention": attention, "lsh": lsh}
 
 __all__ = ["SUITES"]

@@ -1,0 +1,260 @@
+"""``sketchla bench attention``: exact blockwise attention vs HyperAttention and LevAttention.
+
+One head, d = 64, float32, Q, K, V from :func:`sketchla.testing.attention_instance` ("flat" for
+the timings), non-causal and causal, at n in {4096, 16384, 65536, 131072} (``n`` names the
+largest; smaller default sizes below it are kept). Timed per (n, causal), interleaved:
+
+* ``exact``: :func:`sketchla.attention` (ours, blockwise online softmax, numpy/BLAS). Above
+  ``exact_repeat_max_n`` it runs once and its "median" is that single time; the other cases
+  there run ``repeat`` rounds without a warm-up call (their kernels were compiled at the
+  smaller sizes, which run first).
+* ``torch``: ``torch.nn.functional.scaled_dot_product_attention`` on the CPU, when torch is
+  importable (optional; skipped otherwise, sketchla does not depend on torch).
+* ``hyper``: :func:`sketchla.hyper_attention` at its defaults, when it is available.
+* ``lev``: :func:`sketchla.lev_attention` with ``eps = lev_eps`` (leverage threshold; the
+  causal set uses prefix scores) and a local window of ``lev_window`` keys.
+
+Spectral error ratios ||Att - approx||_op / (||softmax(QK^T)||_op ||V||_op) of hyper and lev
+are computed on the "flat" and "planted" instances at the sizes <= ``spectral_max_n``: each
+needs the exact output and a Lanczos estimate of ||softmax||_op (tens of passes of n^2
+exponentials), which is unaffordable at n = 131072 on 2 cores. They are reported in ``sizes``
+(the CLI prints those in the title), as is the size of LevAttention's key set. The ratio of
+the all-zero output, ||Att||_op / (||softmax||_op ||V||_op), is reported
+beside them: on "flat" rows average many values, Att is small, and even 0 has a small ratio.
+
+Goals of issue 5 (2 cores): hyper non-causal at n = 131072 >= 50x faster than exact with
+spectral ratio <= 0.1 on flat and planted; causal >= 8x; time from n = 16384 to 131072 grows
+<= 10x (the growth rows report t(16384) / t(131072), goal >= 0.1).
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import numpy as np
+
+from ..attention import attention, lev_attention
+from ..attention.errors import softmax_op_norm
+from ..attention.lev import lev_key_set
+from ..testing.attention_instances import attention_instance
+from ._timing import Case, Comparison, compare, run_interleaved
+
+#: sizes of ``sketchla bench attention --quick``
+QUICK = {"n": 8192, "d": 64, "spectral_max_n": 4096}
+
+SIZES = (4096, 16384, 65536, 131072)
+SPEED_GOALS = {False: 50.0, True: 8.0}  # at the largest size; non-causal / causal
+GROWTH_GOAL = 0.1  # t(16384) / t(131072) >= 0.1, i.e. at most 10x for 8x n
+SPECTRAL_GOAL = 0.1
+SPECTRAL_INSTANCES = ("flat", "planted")
+
+
+def _hyper():
+    """``hyper_attention`` if the module is built, else None."""
+    try:
+        from ..attention.hyper import hyper_attention
+    except ImportError:
+        return None
+    return hyper_attention
+
+
+def _torch_sdpa():
+    """A numpy -> numpy wrapper of torch's CPU SDPA, or None when torch is not importable."""
+    try:
+        import torch
+    except ImportError:
+        return None
+
+    def sdpa(Q, K, V, causal):
+        q, k, v = (torch.from_numpy(X)[None, None] for X in (Q, K, V))
+        with torch.no_grad():
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return out[0, 0].numpy()
+
+    return sdpa
+
+
+def _tag(n: int, causal: bool) -> str:
+    return f"n={n}{' causal' if causal else ''}"
+
+
+def _timed_once(name: str, fn) -> Case:
+    """A case timed by one call, without warm-up (``repeat=0``: run_interleaved skips it)."""
+    t0 = time.perf_counter()
+    fn()
+    return Case(name, lambda: None, repeat=0, times=[time.perf_counter() - t0])
+
+
+def _solvers(lev_eps: float, lev_window: int, seed: int) -> dict:
+    """{name: f(Q, K, V, causal)} of the approximate solvers that exist."""
+    solvers = {}
+    hyper = _hyper()
+    if hyper is not None:
+        solvers["hyper"] = lambda Q, K, V, c: hyper(Q, K, V, causal=c, seed=seed)
+    solvers["lev"] = lambda Q, K, V, c: lev_attention(
+        Q, K, V, eps=lev_eps, local_window=lev_window, causal=c
+    )
+    return solvers
+
+
+def spectral_ratios(
+    n: int, d: int, causal: bool, solvers: dict, seed: int
+) -> dict[str, dict[str, float]]:
+    """{solver: {instance: spectral ratio}} at size n (float32 inputs, float64 references),
+    plus the ratio ||Att||_op / (||softmax||_op ||V||_op) of the zero output as a yardstick."""
+    ratios: dict[str, dict[str, float]] = {name: {} for name in solvers}
+    for kind in SPECTRAL_INSTANCES:
+        Q, K, V = attention_instance(kind, n, d, seed=seed, dtype=np.float32)
+        q, k, v = (X.astype(np.float64) for X in (Q, K, V))
+        exact = attention(q, k, v, causal=causal)
+        sigma = softmax_op_norm(q, k, causal)[0]
+        denom = sigma * np.linalg.norm(v, 2)
+        for name, solve in solvers.items():
+            err = np.linalg.norm(solve(Q, K, V, causal).astype(np.float64) - exact, 2)
+            ratios[name][kind] = float(err / denom)
+        # the ratio of the all-zero "approximation": a ratio means little unless well below it
+        ratios.setdefault("zero output", {})[kind] = float(np.linalg.norm(exact, 2) / denom)
+    return ratios
+
+
+def _time_size(size, d, causal, repeat, seed, solvers, sdpa, exact_repeat_max_n, progress):
+    """Timed cases of one (n, causal) on the "flat" instance, interleaved."""
+    tag = _tag(size, causal)
+    Q, K, V = attention_instance("flat", size, d, seed=seed, dtype=np.float32)
+    exact = partial(attention, Q, K, V, causal=causal)
+    timed = {}
+    cases = []
+    if size > exact_repeat_max_n:
+        if progress:
+            progress(f"exact {tag} (once)")
+        timed[f"exact {tag}"] = _timed_once(f"exact {tag}", exact)
+    else:
+        cases.append(Case(f"exact {tag}", exact))
+    if sdpa is not None:
+        cases.append(Case(f"torch {tag}", partial(sdpa, Q, K, V, causal)))
+    for name, solve in solvers.items():
+        cases.append(Case(f"{name} {tag}", partial(solve, Q, K, V, causal)))
+    if size > exact_repeat_max_n:  # compiled kernels are warm from the smaller sizes
+        timed.update(_interleaved_without_warmup(cases, repeat, progress))
+    else:
+        timed.update(run_interleaved(cases, repeat, progress))
+    return timed, K
+
+
+def _interleaved_without_warmup(cases: list[Case], repeat: int, progress) -> dict[str, Case]:
+    """run_interleaved's rounds without its warm-up call (each call here costs seconds)."""
+    for r in range(repeat):
+        for case in cases:
+            if progress:
+                progress(f"round {r + 1}/{repeat}: {case.name}")
+            t0 = time.perf_counter()
+            case.fn()
+            case.times.append(time.perf_counter() - t0)
+    return {c.name: c for c in cases}
+
+
+def _speed_comparisons(size, causal, solvers, sdpa, at_goal_size):
+    tag, kind = _tag(size, causal), ("causal" if causal else "non-causal")
+    rows = []
+    for name in solvers:
+        goal = SPEED_GOALS[causal] if (at_goal_size and name == "hyper") else None
+        rows.append(
+            Comparison(
+                f"{name} vs exact, n={size} {kind}",
+                f"{name} {tag}",
+                f"exact {tag}",
+                goal,
+                "speed-up",
+            )
+        )
+    if sdpa is not None:
+        rows.append(
+            Comparison(
+                f"exact (ours) vs torch SDPA, n={size} {kind}",
+                f"exact {tag}",
+                f"torch {tag}",
+                None,
+                "speed-up",
+            )
+        )
+        if "hyper" in solvers:
+            rows.append(
+                Comparison(
+                    f"hyper vs torch SDPA, n={size} {kind}",
+                    f"hyper {tag}",
+                    f"torch {tag}",
+                    None,
+                    "speed-up",
+                )
+            )
+    return rows
+
+
+def run(
+    n: int = SIZES[-1],
+    d: int = 64,
+    repeat: int = 3,
+    seed: int = 0,
+    progress=None,
+    *,
+    exact_repeat_max_n: int = 16384,
+    spectral_max_n: int = 16384,
+    lev_eps: float = 0.25,
+    lev_window: int = 256,
+):
+    """Time every case and return ``{"sizes": ..., "cases": {name: Case}, "rows": [...]}``."""
+    sizes = (*(s for s in SIZES if s < n), n)
+    solvers = _solvers(lev_eps, lev_window, seed)
+    sdpa = _torch_sdpa()
+    timed: dict[str, Case] = {}
+    comparisons: list[Comparison] = []
+    info: dict[str, object] = {"n": "/".join(map(str, sizes)), "d": d, "repeat": repeat}
+    info["dtype"] = "float32, one head, 'flat' instance for timings"
+    info["hyper"] = "defaults" if "hyper" in solvers else "not built: skipped"
+    info["torch SDPA"] = "CPU" if sdpa is not None else "not importable: skipped"
+    info["lev"] = f"eps={lev_eps}, local_window={lev_window}"
+    for causal in (False, True):
+        kind = "causal" if causal else "non-causal"
+        for size in sizes:
+            cases, K = _time_size(
+                size, d, causal, repeat, seed, solvers, sdpa, exact_repeat_max_n, progress
+            )
+            timed.update(cases)
+            at_goal_size = size == sizes[-1] == SIZES[-1]
+            comparisons += _speed_comparisons(size, causal, solvers, sdpa, at_goal_size)
+            if size == sizes[-1]:
+                info[f"lev |U| {_tag(size, causal)}"] = len(
+                    lev_key_set(K, eps=lev_eps, causal=causal)
+                )
+        if 16384 in sizes and sizes[-1] > 16384:
+            for name in solvers:
+                goal = GROWTH_GOAL if (name == "hyper" and sizes[-1] == SIZES[-1]) else None
+                comparisons.append(
+                    Comparison(
+                        f"{name} growth n=16384 -> {sizes[-1]} ({kind})",
+                        f"{name} {_tag(sizes[-1], causal)}",
+                        f"{name} {_tag(16384, causal)}",
+                        goal,
+                        "t(16384)/t(n)",
+                    )
+                )
+        for size in (s for s in sizes if s <= spectral_max_n):
+            if progress:
+                progress(f"spectral ratios {_tag(size, causal)}")
+            ratios = spectral_ratios(size, d, causal, solvers, seed)
+            for name, by_kind in ratios.items():
+                key = f"spectral {name} {_tag(size, causal)} ({'/'.join(SPECTRAL_INSTANCES)})"
+                info[key] = "/".join(f"{by_kind[k]:.3f}" for k in SPECTRAL_INSTANCES)
+    if "hyper" in solvers:
+        measured = [
+            float(x)
+            for k, v in info.items()
+            if k.startswith("spectral hyper")
+            for x in str(v).split("/")
+        ]
+        verdict = (
+            "n/a" if not measured else ("met" if max(measured) <= SPECTRAL_GOAL else "NOT met")
+        )
+        info[f"spectral goal (hyper <= {SPECTRAL_GOAL} at the sizes measured)"] = verdict
+    return {"sizes": info, "cases": timed, "rows": compare(timed, comparisons)}
