@@ -115,7 +115,8 @@ def prefix_leverage_scores(A, *, rtol: float = 1e-10, block_size: int = 256) -> 
                 Ck = C[i : i + k, :r]
                 if r:
                     if stale:  # new directions since R was formed: QR of the prefix, anew
-                        R = np.linalg.qr(A64[: pos + i] @ V[:, :r], mode="r")
+                        # numpy's stubs type every mode as QRResult; "r" returns R alone
+                        R = np.linalg.qr(A64[: pos + i] @ V[:, :r], mode="r")  # type: ignore[assignment]
                         stale = False
                     Z = scipy.linalg.solve_triangular(R, Ck.T, trans="T").T  # C R^{-1}
                     x = _schur_scores(Z)

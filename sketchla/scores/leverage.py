@@ -59,6 +59,7 @@ def _cholesky_qr2(A: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
             return None
         Q = dtrsm(1.0, R, Q, side=1)  # Q R^{-1}
         R_total = R if R_total is None else R @ R_total
+    assert R_total is not None  # the loop ran
     return Q, R_total
 
 
@@ -184,8 +185,12 @@ def leverage_scores(
         Seed of the sketches (method "sketch").
     rtol : float, optional
         Relative tolerance of the rank decision (default ``max(n, d) * eps``, numpy's).
-    sketch_size, sketch_kind, jl_dim
-        See method "sketch".
+    sketch_size : int, optional
+        Rows of the sketch S (method "sketch"; default ``min(n, 32 d)``).
+    sketch_kind : {"sparse_sign", "countsketch", "srht", "gaussian"}, default "sparse_sign"
+        The operator S (method "sketch").
+    jl_dim : int, optional
+        Columns k of the Gaussian JL matrix G (method "sketch"; default: no JL step).
     nnz_per_col : int, default 4
         Nonzeros per column of the SparseSign sketch (``sketch_kind="sparse_sign"`` only).
 

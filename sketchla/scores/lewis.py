@@ -250,9 +250,11 @@ def sensitivity_bounds(
     p : float > 0
     method : {"lewis", "lift", "best"}, default "lewis"
         "lift" and "best" need an even integer p.
-    tol, max_iter
+    tol : float, default 1e-10
         Of :func:`lewis_weights` (the bound holds whatever the residual; a smaller residual
         makes it tighter).
+    max_iter : int, default 500
+        Of :func:`lewis_weights`.
 
     Returns
     -------

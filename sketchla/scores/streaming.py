@@ -77,7 +77,7 @@ class StreamingLeverage:
         self.mode = mode
         self.n_seen = 0
         self.peak_bytes = 0
-        self._gram = np.zeros((self.d, self.d)) if mode == "exact" else None
+        self._gram = np.zeros((self.d, self.d))  # used by mode "exact" only
         self._rows = np.empty((0, self.d))
         self._index = np.empty(0, dtype=np.int64)
         # exact mode: pending candidate chunks, and the filter (D^{-1}, mu * eps threshold)

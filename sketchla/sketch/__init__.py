@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,9 @@ from .srht import SRHT
 
 __all__ = ["SRHT", "CountSketch", "GaussianSketch", "SketchOperator", "SparseSign", "sketch"]
 
-KINDS: dict[str, type[SketchOperator]] = {
+#: operator constructors by name (constructors, not a common signature: SparseSign also takes
+#: ``nnz_per_col``)
+KINDS: dict[str, Callable[..., SketchOperator]] = {
     "gaussian": GaussianSketch,
     "srht": SRHT,
     "countsketch": CountSketch,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -139,7 +139,7 @@ class SketchOperator:
         """The (m, n) matrix S as a float64 ndarray (for tests and small problems)."""
         return self._dense_matrix()
 
-    def column_block(self, start: int, stop: int) -> SketchOperator:
+    def column_block(self, start: int, stop: int) -> Self:
         """The columns ``start:stop`` of S as an operator of shape (m, stop - start).
 
         ``S.column_block(a, b) @ A[a:b]`` is the contribution of rows a..b-1 of A to ``S @ A``,

@@ -70,6 +70,7 @@ class _HashSketch(SketchOperator):
         s, m = self.nnz_per_col, self.m
         d = A.shape[1]
         work = (A.data.itemsize + 8) * A.nnz * s
+        args: tuple[Any, ...]
         if A.format == "csr":
             args = (A.indptr, A.indices, A.data, d, *self._params, m, s, self._scale)
             return self._partials(cpu.hash_apply_csr, args, A.shape[0], d, work)

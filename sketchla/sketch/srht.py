@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -95,7 +95,7 @@ class SRHT(SketchOperator):
             self.m, self.n_padded
         )
 
-    def column_block(self, start: int, stop: int) -> SRHT:
+    def column_block(self, start: int, stop: int) -> Self:
         _ = self.rows  # sample the rows once, on the parent, for all its blocks
         return super().column_block(start, stop)
 
@@ -166,11 +166,13 @@ class SRHT(SketchOperator):
         chunk = min(d, max(1, _CHUNK_BYTES // A.itemsize))
         B, T = fwht_plan(N, chunk * A.itemsize)
         ptr, order = self._tiles(B, T)
-        buf = np.empty((N, chunk), dtype=A.dtype)
+        # one reused buffer; each chunk's (N, width) work array is a contiguous prefix of it
+        # (a column slice buf[:, :width] of an (N, chunk) array would not be contiguous)
+        buf = np.empty(N * chunk, dtype=A.dtype)
         out = np.empty((self.m, d), dtype=A.dtype)
         for c0 in range(0, d, chunk):
             c1 = min(d, c0 + chunk)
-            work = buf[:, : c1 - c0]
+            work = buf[: N * (c1 - c0)].reshape(N, c1 - c0)
             cpu.fwht_fill_blocks(A[:, c0:c1], self.signs, work, B, work=work.nbytes)
             cpu.fwht_across_gather(
                 work, B, T, ptr, order, self.rows, self._scale, out[:, c0:c1], work=work.nbytes
