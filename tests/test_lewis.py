@@ -128,7 +128,10 @@ def best_ratio(A, i, p, rng, n_random=200):
 
         def f(z):
             y = A @ (x0 + N @ z)
-            return np.sum(np.abs(y) ** p), N.T @ (A.T @ (p * np.abs(y) ** (p - 1) * np.sign(y)))
+            grad = np.zeros_like(y)  # |y|^p is not differentiable at 0 for p <= 1: use 0 there
+            nz = y != 0
+            grad[nz] = p * np.abs(y[nz]) ** (p - 1) * np.sign(y[nz])
+            return np.sum(np.abs(y) ** p), N.T @ (A.T @ grad)
 
         z0 = N.T @ (x_best / (a @ x_best) - x0)
         x = x0 + N @ scipy.optimize.minimize(f, z0, jac=True, method="BFGS").x

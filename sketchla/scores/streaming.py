@@ -112,7 +112,8 @@ class StreamingLeverage:
         b = block.shape[0]
         for lo in range(0, b, self._CHUNK):
             B = block[lo : lo + self._CHUNK]
-            BtB = B.T @ B  # SYRK
+            with np.errstate(over="ignore", invalid="ignore"):  # bad input: reported below
+                BtB = B.T @ B  # SYRK
             if not np.isfinite(np.trace(BtB)):  # NaN/inf in B (or overflow of its squares)
                 check_finite(B, "block")
                 raise ValueError("block: sum of squares overflows float64")
