@@ -317,7 +317,7 @@ def test_streaming_method_equals_exact_method(ar, eps, block):
             ValueError,
             "K contains NaN",
         ),
-        (lambda: sketchla.universal_set(np.ones((0, 2)), 0.1, p=3), ValueError, "A is empty"),
+        (lambda: sketchla.universal_set(np.ones((0, 2)), 0.1, p=3), ValueError, "K is empty"),
         (lambda: sketchla.universal_set(np.ones((0, 2)), 0.1, causal=True), ValueError, "empty"),
         (
             lambda: sketchla.universal_set(np.ones((4, 2)), 0.1, p=3, causal=True),

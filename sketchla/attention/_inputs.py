@@ -27,7 +27,13 @@ import numpy as np
 
 from .._backend import as_dense, check_finite, check_real
 
-__all__ = ["AttentionInputs", "check_attention_inputs", "check_causal", "flatten_heads"]
+__all__ = [
+    "AttentionInputs",
+    "check_attention_inputs",
+    "check_causal",
+    "flatten_heads",
+    "raise_for_overflow",
+]
 
 
 @dataclass(frozen=True)
@@ -179,3 +185,17 @@ def check_attention_inputs(
             # rows of the last two axes, so the check streams in small blocks
             check_finite(X.reshape(-1, X.shape[-1]) if X.flags.c_contiguous else X, name)
     return AttentionInputs(Q=Q, K=K, V=V, scale=scale, causal=causal)
+
+
+def raise_for_overflow(dtype: np.dtype, *results: np.ndarray) -> None:
+    """Post-condition of every solver: Q, K and V were checked finite on entry, so a
+    non-finite output (O(n d_v), cheap to check) means that the logits ``scale * Q K^T`` or
+    the weighted sums of V overflowed ``dtype`` (inputs near the largest float):
+    ValueError naming the arguments instead of returning NaN or infinity."""
+    if all(np.isfinite(r).all() for r in results):
+        return
+    raise ValueError(
+        f"the attention result overflowed {np.dtype(dtype)} although Q, K and V are finite: "
+        "the logits scale * Q K^T (or the sums of the rows of V) are too large for this "
+        "dtype; rescale Q, K or V"
+    )

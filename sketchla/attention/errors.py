@@ -38,7 +38,7 @@ import numpy as np
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .._backend import as_dense, check_finite, check_int, check_real
-from ._inputs import check_attention_inputs, flatten_heads
+from ._inputs import check_attention_inputs, flatten_heads, raise_for_overflow
 from .exact import BLOCK_K, exact_attention_2d, softmax_row_panels
 
 __all__ = ["softmax_op_norm", "spectral_error"]
@@ -216,10 +216,18 @@ def _exact_lse(q, k, causal, scale):
 
 def _head_diagnostics(q, k, v, approx, approx_lse, causal, scale, heavy_threshold, tol, max_passes):
     n_q, n_k = q.shape[0], k.shape[0]
-    exact, lse = _exact_attention(q, k, v, causal, scale)
-    err = approx - exact
-    error_op = float(np.linalg.norm(err, 2))
-    v_op = float(np.linalg.norm(v, 2))
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below
+        exact, lse = _exact_attention(q, k, v, causal, scale)
+        err = approx - exact
+    raise_for_overflow(np.dtype(np.float64), exact, lse)
+    if not np.isfinite(err).all():
+        raise ValueError("approx - attention(Q, K, V) overflowed float64; rescale approx and V")
+    # the ratio is invariant under (V, approx) -> (V, approx) / c: norms of the scaled arrays,
+    # so that values near the largest float (or denormal) give a finite, accurate ratio
+    c = max(float(np.abs(v).max()), float(np.abs(err).max())) or 1.0
+    error_op_c, v_op_c = float(np.linalg.norm(err / c, 2)), float(np.linalg.norm(v / c, 2))
+    with np.errstate(over="ignore"):
+        error_op, v_op = error_op_c * c, v_op_c * c
 
     col_sums, col_sq = np.zeros(n_k), np.zeros(n_k)
     heavy_mass, heavy_count = np.zeros(n_q), 0
@@ -241,7 +249,7 @@ def _head_diagnostics(q, k, v, approx, approx_lse, causal, scale, heavy_threshol
     log_kappa = float(log_light.max() - log_light.min()) if np.isfinite(log_light).all() else np.inf
     n_unmasked = n_q * (n_q + 1) // 2 if causal else n_q * n_k
     out = {
-        "ratio": error_op / (sigma * v_op) if v_op > 0 else 0.0,
+        "ratio": error_op_c / (sigma * v_op_c) if v_op_c > 0 else 0.0,
         "error_op_norm": error_op,
         "softmax_op_norm": sigma,
         "softmax_op_norm_upper": upper,
@@ -249,7 +257,7 @@ def _head_diagnostics(q, k, v, approx, approx_lse, causal, scale, heavy_threshol
         "passes": passes,
         "v_op_norm": v_op,
         "fro_rel_error": float(
-            np.linalg.norm(err) / max(np.linalg.norm(exact), np.finfo(float).tiny)
+            np.linalg.norm(err / c) / max(np.linalg.norm(exact / c), np.finfo(float).tiny)
         ),
         "max_col_norm": float(np.sqrt(col_sq.max())),
         "alpha": float(n_q * col_sq.max()),

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .._backend import check_int
-from ._inputs import check_attention_inputs
+from ._inputs import check_attention_inputs, raise_for_overflow
 
 __all__ = ["attention"]
 
@@ -98,7 +98,11 @@ def attention(
     lse = np.empty((*inp.batch_shape, inp.n_q), dtype=inp.dtype)
     out_h, lse_h = out.reshape(-1, inp.n_q, inp.d_v), lse.reshape(-1, inp.n_q)
     for h, (q, k, v) in enumerate(inp.heads()):
-        out_h[h], lse_h[h] = exact_attention_2d(q, k, v, inp.causal, inp.scale, block_q, block_k)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below
+            out_h[h], lse_h[h] = exact_attention_2d(
+                q, k, v, inp.causal, inp.scale, block_q, block_k
+            )
+    raise_for_overflow(inp.dtype, out, lse)
     return (out, lse) if return_lse else out
 
 

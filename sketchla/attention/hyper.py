@@ -45,7 +45,7 @@ from ..kde.partials import (
     top_norm_mask,
 )
 from ..random import SeedLike, as_seed_sequence, child_seed
-from ._inputs import check_attention_inputs, flatten_heads
+from ._inputs import check_attention_inputs, flatten_heads, raise_for_overflow
 from .exact import exact_attention_2d
 from .merge import merge_partials
 
@@ -194,10 +194,12 @@ def hyper_attention(
     q = flatten_heads(inp.Q) * inp.dtype.type(inp.scale)
     k, v = flatten_heads(inp.K), flatten_heads(inp.V)
     G = _global_spec(global_keys, k, inp.batch_shape)
-    if inp.causal:
-        lse, out = solver.causal(q, k, v, G, node=0)
-    else:
-        lse, out = solver.noncausal(q, k, v, G, node=0)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below
+        if inp.causal:
+            lse, out = solver.causal(q, k, v, G, node=0)
+        else:
+            lse, out = solver.noncausal(q, k, v, G, node=0)
+    raise_for_overflow(inp.dtype, out, lse)
     out = inp.unflatten(out.astype(inp.dtype, copy=False))
     if return_lse:
         return out, inp.unflatten(lse.astype(inp.dtype, copy=False))

@@ -50,7 +50,7 @@ import numpy as np
 from .._backend import as_dense, check_finite, check_int, check_real
 from ..random import SeedLike
 from ..scores import leverage_scores, sensitivity_bounds, universal_set
-from ._inputs import check_attention_inputs
+from ._inputs import check_attention_inputs, raise_for_overflow
 
 __all__ = ["lev_attention", "lev_key_set"]
 
@@ -213,9 +213,11 @@ def lev_attention(
     out_h = out.reshape(-1, inp.n_q, inp.d_v)
     for h, (q, kk, v) in enumerate(inp.heads()):
         keys = lev_key_set(kk, eps, k, kernel, inp.causal, score_method=score_method, seed=seed)
-        out_h[h] = restricted_attention_2d(
-            q, kk, v, keys, local_window, inp.causal, inp.scale, p, block_q
-        )
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below
+            out_h[h] = restricted_attention_2d(
+                q, kk, v, keys, local_window, inp.causal, inp.scale, p, block_q
+            )
+    raise_for_overflow(inp.dtype, out)
     return out
 
 

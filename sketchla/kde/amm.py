@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import as_dense, check_finite, check_int
+from .._backend import as_dense, check_finite, check_int, raise_for_nonfinite
 from ..random import STREAM_AMM_SAMPLES, SeedLike
 from .partials import draw_samples
 
@@ -122,5 +122,7 @@ def approx_matmul(
     dtype = np.result_type(A.dtype, B.dtype)
     idx = samples.idx[0]
     weights = np.exp(samples.log_w[0]).astype(dtype)
-    est = (A[:, idx] * weights) @ B[idx]
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below
+        est = (A[:, idx] * weights) @ B[idx]
+    raise_for_nonfinite(est, {"A": A, "B": B})  # A, B are finite: names the overflow
     return est[:, 0] if vector else est

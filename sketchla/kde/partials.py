@@ -171,7 +171,7 @@ def lsh_blocks(
     if norm_aware:
         Q, K = mips_augment(Q, K)
     h = SimHash(Q.shape[-1], n_bits, seed=seed)
-    return Blocks(h.sort_order(Q), h.sort_order(K), n_blocks, bq, bk)
+    return Blocks(h._sort_order(Q, "Q"), h._sort_order(K, "K"), n_blocks, bq, bk)
 
 
 def block_partial(

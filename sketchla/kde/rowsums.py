@@ -199,6 +199,10 @@ def approx_rowsums(
             stderr = _log_stderr(light_part, log_d, m, samples.fpc)
     else:
         log_d = heavy_lse
+    if not np.isfinite(log_d).all():  # Q and K are finite: their logits overflowed
+        raise ValueError(
+            f"the logits Q K^T overflowed {Qb.dtype} although Q and K are finite; rescale Q or K"
+        )
     log_d = log_d.reshape(*batch_shape, n_q)
     if return_stderr:
         return log_d, stderr.reshape(*batch_shape, n_q)

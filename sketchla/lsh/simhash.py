@@ -97,14 +97,19 @@ class SimHash:
     def codes(self, X: Any) -> np.ndarray:
         """Codes of the rows of X (..., d): uint64 array of shape (...), bit b = sign of
         hyperplane b (set iff the projection is > 0; projections accumulate in float64)."""
-        X = self._check(X, "X")
+        return self._codes(X, "X")
+
+    def _codes(self, X: Any, name: str) -> np.ndarray:
+        """:meth:`codes` with errors naming the caller's argument ``name``."""
+        X = self._check(X, name)
         flat = np.ascontiguousarray(X.reshape(-1, self.d))
         planes_t = np.ascontiguousarray(self._planes.T, dtype=flat.dtype)
         codes, bad = kernels.simhash_codes(flat, planes_t, work=flat.nbytes)
         if bad.any():
-            check_finite(X, "X")
+            check_finite(X, name)
             raise ValueError(
-                "the SimHash projections of X overflowed although X is finite; rescale X"
+                f"the SimHash projections of {name} overflowed although {name} is finite; "
+                f"rescale {name}"
             )
         return codes.reshape(X.shape[:-1])
 
@@ -116,8 +121,12 @@ class SimHash:
         their original order, and consecutive buckets of the order differ in one bit whenever
         no bucket between them is empty.
         """
-        X = self._check(X, "X", min_ndim=2)
-        return gray_sort_order(self.codes(X), self.n_bits)
+        return self._sort_order(X, "X")
+
+    def _sort_order(self, X: Any, name: str) -> np.ndarray:
+        """:meth:`sort_order` with errors naming the caller's argument ``name``."""
+        X = self._check(X, name, min_ndim=2)
+        return gray_sort_order(self._codes(X, name), self.n_bits)
 
     def _check(self, X: Any, name: str, min_ndim: int = 1) -> np.ndarray:
         X = as_dense(X, name, ndim=tuple(range(min_ndim, _MAX_NDIM + 1)))

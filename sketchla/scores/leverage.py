@@ -50,8 +50,12 @@ def _cholesky_qr2(A: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     Q = np.asfortranarray(A, dtype=np.float64)
     R_total = None
     for _ in range(2):
+        with np.errstate(over="ignore", invalid="ignore"):
+            gram = Q.T @ Q
+        if not np.isfinite(gram).all():  # entries near sqrt(max float): Householder QR
+            return None
         try:
-            R = np.linalg.cholesky(Q.T @ Q).T
+            R = np.linalg.cholesky(gram).T
         except np.linalg.LinAlgError:
             return None
         diag = np.abs(np.diag(R))
@@ -77,6 +81,14 @@ def _orthonormal_factor(A: np.ndarray, rtol: float | None) -> tuple[np.ndarray, 
     return Q, R
 
 
+def _ridge_weights(s: np.ndarray, ridge: float) -> np.ndarray:
+    """s^2 / (s^2 + ridge) as 1 / (1 + (sqrt(ridge) / s)^2): no overflow of s^2 for s near
+    the largest float, and 0 for s = 0."""
+    with np.errstate(divide="ignore", over="ignore"):
+        t = np.sqrt(ridge) / s
+        return 1.0 / (1.0 + t * t)
+
+
 def _ridge_from_factor(Q: np.ndarray, R: np.ndarray, ridge: float) -> np.ndarray:
     """Ridge scores from A = Q R: with R = W S V^T, U = Q W and
     l_i = sum_k U_ik^2 s_k^2 / (s_k^2 + ridge)."""
@@ -84,7 +96,7 @@ def _ridge_from_factor(Q: np.ndarray, R: np.ndarray, ridge: float) -> np.ndarray
         return np.zeros(Q.shape[0])
     W, s, _ = np.linalg.svd(R, full_matrices=False)
     U = Q @ W
-    return U**2 @ (s**2 / (s**2 + ridge))
+    return U**2 @ (_ridge_weights(s, ridge))
 
 
 def _sketched(
@@ -105,7 +117,12 @@ def _sketched(
     s_sketch, s_jl = child_seed(seed, 0), child_seed(seed, 1)
     params = {"nnz_per_col": min(nnz_per_col, m)} if sketch_kind == "sparse_sign" else {}
     SA = KINDS[sketch_kind](m, n, seed=s_sketch, **params) @ A
-    _, R, perm = scipy.linalg.qr(SA, mode="economic", pivoting=True)
+    # scores are invariant under A -> A / c: work with c = max |SA|, so that R^{-1} neither
+    # overflows (denormal A) nor underflows (A near the largest float), and A / c fits float32
+    c = float(np.abs(SA).max())
+    if c == 0:
+        return np.zeros(n)
+    _, R, perm = scipy.linalg.qr(SA / c, mode="economic", pivoting=True)
     rank = _numerical_rank(np.abs(np.diag(R)), SA.shape, None)
     if rank == 0:
         return np.zeros(n)
@@ -121,7 +138,7 @@ def _sketched(
     # float32 products add at most ~ d * eps32 * cond(R) <= 4e-3 relative error (measured far
     # less) at twice the speed; ill-conditioned inputs keep float64
     fast = np.linalg.cond(Rr) <= _FLOAT32_MAX_COND
-    return _blocked_row_sq_norms(A, M, np.float32 if fast else np.float64)
+    return _blocked_row_sq_norms(A, M, np.float32 if fast else np.float64, scale=c)
 
 
 #: the sketched method's final products run in float32 when cond(R) is at most this
@@ -129,13 +146,15 @@ _FLOAT32_MAX_COND = 1e3
 
 
 def _blocked_row_sq_norms(
-    A: np.ndarray, M: np.ndarray, dtype=np.float64, block_rows: int = 2**14
+    A: np.ndarray, M: np.ndarray, dtype=np.float64, block_rows: int = 2**14, scale: float = 1.0
 ) -> np.ndarray:
-    """Squared row norms of A @ M in ``dtype``, block by block (no n x k temporary)."""
+    """Squared row norms of (A / scale) @ M in ``dtype``, block by block (no n x k
+    temporary)."""
     out = np.empty(A.shape[0])
     M = M.astype(dtype)
     for lo in range(0, A.shape[0], block_rows):
-        X = A[lo : lo + block_rows].astype(dtype, copy=False) @ M
+        block = A[lo : lo + block_rows]
+        X = (block / scale if scale != 1.0 else block).astype(dtype, copy=False) @ M
         out[lo : lo + block_rows] = _row_sq_norms(X)
     return out
 
@@ -216,7 +235,7 @@ def leverage_scores(
         U, s, _ = np.linalg.svd(A64, full_matrices=False)
         U[~A64.any(axis=1)] = 0.0  # zero rows score exactly 0
         if ridge:
-            scores = U**2 @ (s**2 / (s**2 + ridge))
+            scores = U**2 @ (_ridge_weights(s, ridge))
         else:
             rank = _numerical_rank(s, A.shape, rtol)
             scores = _row_sq_norms(U[:, :rank])
@@ -258,11 +277,27 @@ def online_leverage_scores(A, ridge: float = 1e-6, *, block_size: int = 256) -> 
     n, d = A64.shape
     gram = ridge * np.eye(d)
     out = np.empty(n)
-    for lo in range(0, n, b):
-        B = A64[lo : lo + b]
-        L = np.linalg.cholesky(gram)
-        Z = scipy.linalg.solve_triangular(L, B.T, lower=True).T  # B L^{-T}
-        C = np.linalg.cholesky(np.eye(B.shape[0]) + Z @ Z.T)
-        out[lo : lo + b] = np.diag(C) ** 2 - 1.0
-        gram += B.T @ B
-    return np.maximum(out, 0.0).astype(A.dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below
+        for lo in range(0, n, b):
+            B = A64[lo : lo + b]
+            if not np.isfinite(gram).all():
+                break
+            try:
+                L = np.linalg.cholesky(gram)
+                Z = scipy.linalg.solve_triangular(L, B.T, lower=True, check_finite=False).T
+                C = np.linalg.cholesky(np.eye(B.shape[0]) + Z @ Z.T)
+            except np.linalg.LinAlgError:
+                raise ValueError(
+                    f"ridge={ridge:g} is too small for the scale of A (a Cholesky factorisation "
+                    "failed in rounding); scale ridge with A, e.g. 1e-6 * ||A||_F^2 / d"
+                ) from None
+            out[lo : lo + b] = np.diag(C) ** 2 - 1.0
+            gram += B.T @ B
+        else:
+            scores = np.maximum(out, 0.0).astype(A.dtype, copy=False)
+            if np.isfinite(scores).all():
+                return scores
+    raise ValueError(
+        f"the online scores of A overflowed {A.dtype} although A is finite (A^T A or "
+        f"x_i ~ ||a_i||^2 / ridge too large); rescale A or increase ridge={ridge:g}"
+    )

@@ -169,10 +169,19 @@ def lewis_weights(
     p = _check_p(p)
     tol = check_real(tol, "tol", minimum=0.0, min_inclusive=False)
     max_iter = check_int(max_iter, "max_iter", minimum=0)
-    A64 = A.astype(np.float64, copy=False)
+    A64 = _unit_scaled(A)
     w, _, info = _weights_and_map(A64, p, tol, max_iter)
     w = w.astype(A.dtype, copy=False)
     return (w, info) if return_info else w
+
+
+def _unit_scaled(A: np.ndarray) -> np.ndarray:
+    """A / max|A| in float64. Lewis weights and lp sensitivities are invariant under
+    A -> A / c, and the scaled rows keep W^{1/2-1/p} A and the monomial lifts from overflowing
+    (entries near the largest float) or underflowing (denormal entries)."""
+    A64 = A.astype(np.float64, copy=False)
+    c = float(np.abs(A64).max())
+    return A64 / c if c > 0 and c != 1.0 else A64
 
 
 def _weights_and_map(A: np.ndarray, p: float, tol: float, max_iter: int):
@@ -258,7 +267,8 @@ def sensitivity_bounds(
 
     Returns
     -------
-    ndarray (n,) of bounds in [0, 1], float64; zero rows get 0. Their sum bounds the total
+    ndarray (n,) of bounds in [0, 1], float64 (float32 for float32 input, the dtype policy of
+    :mod:`sketchla._backend`); zero rows get 0. Their sum bounds the total
     sensitivity: about rank for p <= 2, rank^{p/2} for p > 2 (Lewis).
     """
     A = as_dense(A, "A", ndim=(2,))
@@ -266,17 +276,23 @@ def sensitivity_bounds(
     p = _check_p(p)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    A64 = A.astype(np.float64, copy=False)
+    A64 = _unit_scaled(A)
     lift = method in ("lift", "best")
     if lift and not (p == int(p) and int(p) % 2 == 0):
         raise ValueError(f"method={method!r} needs an even integer p, got p={p}")
+    tol = check_real(tol, "tol", minimum=0.0, min_inclusive=False)
+    max_iter = check_int(max_iter, "max_iter", minimum=0)
+    return _sensitivity_bounds(A64, p, method, tol, max_iter).astype(A.dtype, copy=False)
+
+
+def _sensitivity_bounds(A64: np.ndarray, p: float, method: str, tol: float, max_iter: int):
+    """The bounds of :func:`sensitivity_bounds` in float64 for validated arguments."""
     lev = leverage_scores(A64)
     if p == 2:
         return np.minimum(lev, 1.0)
     if method == "lift":
         return np.minimum(leverage_scores(_monomial_lift(A64, int(p) // 2)), 1.0)
-    tol = check_real(tol, "tol", minimum=0.0, min_inclusive=False)
-    w, T, _ = _weights_and_map(A64, p, tol, check_int(max_iter, "max_iter", minimum=0))
+    w, T, _ = _weights_and_map(A64, p, tol, max_iter)
     nz = w > 0
     if p > 2:
         bound = T * w.sum() ** (p / 2 - 1)

@@ -125,11 +125,11 @@ def universal_set(
     if sketch_params and method != "sketch":
         raise TypeError(f"unexpected arguments for method={method!r}: {sorted(sketch_params)}")
     threshold = eps
+    K = as_dense(K, "K", ndim=(2,))
+    check_finite(K, "K")  # here, so that every method's errors name K
     if method == "streaming":
         from .streaming import StreamingLeverage
 
-        K = as_dense(K, "K", ndim=(2,))
-        check_finite(K, "K")
         b = check_int(block_size, "block_size", minimum=1)
         s = StreamingLeverage(K.shape[1], eps, mode=streaming_mode)
         for lo in range(0, K.shape[0], b):
@@ -140,8 +140,6 @@ def universal_set(
         scores = leverage_scores(K, method="sketch", seed=seed, **sketch_params)
         threshold = lower * eps
     elif causal:
-        K = as_dense(K, "K", ndim=(2,))
-        check_finite(K, "K")
         scores = _causal_scores(K.astype(np.float64, copy=False), p)
     elif p == 2:
         scores = leverage_scores(K, method="qr")
