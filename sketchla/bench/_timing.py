@@ -52,9 +52,16 @@ class Case:
         return float(np.median(self.times))
 
 
-def run_interleaved(cases: list[Case], repeat: int, progress: Callable[[str], None] | None = None):
-    """Warm every case once (compilation, caches), then time ``repeat`` rounds interleaved."""
-    for case in cases:
+def run_interleaved(
+    cases: list[Case],
+    repeat: int,
+    progress: Callable[[str], None] | None = None,
+    *,
+    warmup: bool = True,
+):
+    """Warm every case once (compilation, caches; skipped with ``warmup=False`` for cases
+    whose every call costs seconds), then time ``repeat`` rounds interleaved."""
+    for case in cases if warmup else ():
         if progress:
             progress(f"warm-up {case.name}")
         case.fn()

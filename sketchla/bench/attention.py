@@ -135,23 +135,10 @@ def _time_size(size, d, causal, repeat, seed, solvers, sdpa, exact_repeat_max_n,
         cases.append(Case(f"torch {tag}", partial(sdpa, Q, K, V, causal)))
     for name, solve in solvers.items():
         cases.append(Case(f"{name} {tag}", partial(solve, Q, K, V, causal)))
-    if size > exact_repeat_max_n:  # compiled kernels are warm from the smaller sizes
-        timed.update(_interleaved_without_warmup(cases, repeat, progress))
-    else:
-        timed.update(run_interleaved(cases, repeat, progress))
+    # above exact_repeat_max_n every call costs seconds and the kernels are warm from the
+    # smaller sizes: no warm-up call
+    timed.update(run_interleaved(cases, repeat, progress, warmup=size <= exact_repeat_max_n))
     return timed, K
-
-
-def _interleaved_without_warmup(cases: list[Case], repeat: int, progress) -> dict[str, Case]:
-    """run_interleaved's rounds without its warm-up call (each call here costs seconds)."""
-    for r in range(repeat):
-        for case in cases:
-            if progress:
-                progress(f"round {r + 1}/{repeat}: {case.name}")
-            t0 = time.perf_counter()
-            case.fn()
-            case.times.append(time.perf_counter() - t0)
-    return {c.name: c for c in cases}
 
 
 def _speed_comparisons(size, causal, solvers, sdpa, at_goal_size):
