@@ -46,6 +46,8 @@ __all__ = [
     "STREAM_HASH_BUCKETS",
     "STREAM_HASH_SIGNS",
     "STREAM_LIGHT_SAMPLES",
+    "STREAM_MULTIROUND_PLANES",
+    "STREAM_MULTIROUND_SAMPLES",
     "STREAM_PILOT_ROWS",
     "STREAM_SIMHASH_PLANES",
     "STREAM_SRHT_ROWS",
@@ -69,6 +71,8 @@ STREAM_SIMHASH_PLANES = 8  # SimHash hyperplanes (sketchla.lsh)
 STREAM_LIGHT_SAMPLES = 9  # sampled (light) key columns of ApproxD / HyperAttention
 STREAM_PILOT_ROWS = 10  # pilot query rows of ApproxD's lower clamp and importance probabilities
 STREAM_AMM_SAMPLES = 11  # sampled column/row pairs of approx_matmul
+STREAM_MULTIROUND_PLANES = 12  # hyperplanes of every round of the multi-round LSH heavy part
+STREAM_MULTIROUND_SAMPLES = 13  # per-query light samples of the multi-round heavy part
 
 _U64 = np.uint64
 _MIX_A = _U64(0xBF58476D1CE4E5B9)

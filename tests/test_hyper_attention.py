@@ -35,6 +35,12 @@ def qkv(draw, max_n=120, self_attention=False):
     )
 
 
+def exact_lse(Q, K):
+    from scipy.special import logsumexp
+
+    return logsumexp(Q.astype(np.float64) @ K.astype(np.float64).swapaxes(-1, -2), axis=-1)
+
+
 def close(a, b, dtype):
     np.testing.assert_allclose(
         a,
@@ -230,3 +236,82 @@ def test_bad_input():
         sketchla.hyper_attention(Q[None], K[None], V[None], global_keys=np.zeros((2, 3), int))
     with pytest.raises(TypeError, match="return_lse"):
         sketchla.hyper_attention(Q, K, V, return_lse=1)
+
+
+# ------------------------------------------------------------------------------------------
+# heavy="multiround"
+# ------------------------------------------------------------------------------------------
+@given(qkv(), st.integers(1, 4), st.integers(0, 2**16), st.booleans())
+def test_multiround_exact_when_windows_or_samples_cover_every_key(QKV, rounds, seed, windows):
+    Q, K, V = QKV
+    n_k = K.shape[-2]
+    kw = {"block_size": n_k} if windows else {"block_size": 2, "sample_size": n_k}
+    out, lse = sketchla.hyper_attention(
+        Q, K, V, heavy="multiround", n_rounds=rounds, seed=seed, return_lse=True, **kw
+    )
+    close(out, dense_attention(Q, K, V), Q.dtype)
+    scale = 1 / np.sqrt(Q.shape[-1])
+    close(lse, exact_lse(scale * Q, K), Q.dtype)
+
+
+@given(qkv(max_n=300, self_attention=True), st.integers(1, 40), st.booleans())
+def test_multiround_causal_exact_when_every_quadrant_is(QKV, min_seq_len, with_globals):
+    Q, K, V = QKV
+    out = sketchla.hyper_attention(
+        Q,
+        K,
+        V,
+        causal=True,
+        min_seq_len=min_seq_len,
+        heavy="multiround",
+        block_size=2,
+        sample_size=10**6,
+        global_keys=2 if with_globals else None,
+    )
+    close(out, dense_attention(Q, K, V, causal=True), Q.dtype)
+
+
+@given(qkv(max_n=150), st.integers(1, 20), st.integers(0, 64), st.integers(0, 2**16))
+def test_multiround_rows_are_convex_combinations_of_values(QKV, block_size, m, seed):
+    Q, K, V = QKV
+    out = sketchla.hyper_attention(
+        Q, K, V, heavy="multiround", block_size=block_size, n_rounds=3, sample_size=m, seed=seed
+    )
+    tol = 1e-4 if Q.dtype == np.float32 else 1e-10
+    span = np.abs(V).max() + 1
+    assert np.all(out <= V.max(axis=-2, keepdims=True) + tol * span)
+    assert np.all(out >= V.min(axis=-2, keepdims=True) - tol * span)
+
+
+def test_multiround_global_keys_and_causality():
+    """Global keys are exact and never sampled (all keys global: exact); the causal output of
+    the first rows never depends on later keys or values."""
+    rng = np.random.default_rng(2)
+    Q, K, V = rng.standard_normal((3, 600, 8))
+    out = sketchla.hyper_attention(
+        Q, K, V, heavy="multiround", block_size=4, global_keys=np.arange(600)
+    )
+    close(out, dense_attention(Q, K, V), np.float64)
+    kw = {"causal": True, "min_seq_len": 100, "heavy": "multiround", "global_keys": 4}
+    a = sketchla.hyper_attention(Q, K, V, **kw)
+    K2, V2 = K.copy(), V.copy()
+    K2[300:] *= 3
+    V2[300:] = -V2[300:]
+    b = sketchla.hyper_attention(Q, K2, V2, **kw)
+    np.testing.assert_array_equal(a[:300], b[:300])
+
+
+def test_multiround_bad_input():
+    Q = K = V = np.ones((8, 4))
+    for kw, name in (
+        ({"n_rounds": 0}, "n_rounds"),
+        ({"n_bits": 25}, "n_bits"),
+        ({"light": "vnorm"}, "multiround"),
+        ({"shared_samples": True}, "multiround"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            sketchla.hyper_attention(Q, K, V, heavy="multiround", **kw)
+    with pytest.raises(ValueError, match="n_rounds"):
+        sketchla.hyper_attention(Q, K, V, n_rounds=3)
+    with pytest.raises(ValueError, match="heavy"):
+        sketchla.hyper_attention(Q, K, V, heavy=None)

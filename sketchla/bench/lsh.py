@@ -11,11 +11,16 @@ Compared in one interleaved run per phase:
   flat, planted, sink and large-norm instances of :mod:`sketchla.testing.attention_instances`
   (logits scaled by 1/sqrt(d)).
 
+* the multi-round heavy part (``heavy="multiround"``, ``MULTIROUND`` below: T = 32 rounds of
+  b = 16-key code-aligned windows, m = 512 per-query light samples) on the same instances.
+
 Goal of issue 4 (2-core machine): approx_rowsums >= 20x faster than exact at n = 65536, d = 64
 with median relative error <= 5% on flat and planted.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +33,13 @@ from ._timing import Case, Comparison, compare, run_interleaved
 QUICK = {"n": 2**16, "d": 16, "n_rowsums": 4096}
 
 N_BITS = 7
+#: the multi-round configuration compared beside the sortLSH rows
+MULTIROUND: dict[str, Any] = {
+    "heavy": "multiround",
+    "block_size": 16,
+    "n_rounds": 32,
+    "sample_size": 512,
+}
 COMPARISONS = [
     Comparison(
         "hash + sort vs numpy composition",
@@ -41,6 +53,13 @@ COMPARISONS = [
     ),
     Comparison(
         "approx_rowsums (b=256, m=M) vs exact", "approx_rowsums m=M", "exact lse", 20.0, "speed-up"
+    ),
+    Comparison(
+        "approx_rowsums multiround (b=16, T=32, m=512) vs exact",
+        "approx_rowsums multiround",
+        "exact lse",
+        20.0,
+        "speed-up",
     ),
 ]
 
@@ -89,6 +108,7 @@ def run(
         Case("numpy hash+argsort", lambda: numpy_sort_order(X, planes)),
         Case("approx_rowsums default", lambda: approx_rowsums(Q, K, seed=seed)),
         Case(label, lambda: approx_rowsums(Q, K, sample_size=m, seed=seed)),
+        Case("approx_rowsums multiround", lambda: approx_rowsums(Q, K, seed=seed, **MULTIROUND)),
         # seconds per call at full size: fewer repetitions
         Case("exact lse", lambda: exact_log_rowsums(Q, K), repeat=min(repeat, 2)),
     ]
@@ -111,8 +131,13 @@ def run(
             progress(f"errors on {kind}")
         Qi, Ki = (Q, K) if kind == "flat" else _instance(kind, n_rowsums, d, seed)
         exact = exact_log_rowsums(Qi, Ki).astype(np.float64)
-        for name, sample_size in (("m=256", 256), (f"m={m}", m)):
-            est = approx_rowsums(Qi, Ki, sample_size=sample_size, seed=seed)
+        for name, kwargs in (
+            ("m=256", {"sample_size": 256}),
+            (f"m={m}", {"sample_size": m}),
+            ("multiround", MULTIROUND),
+        ):
+            est = approx_rowsums(Qi, Ki, seed=seed, **kwargs)
+            assert isinstance(est, np.ndarray)
             rel = np.abs(np.expm1(est.astype(np.float64) - exact))
             sizes[f"{kind} {name} rel err median/max"] = f"{np.median(rel):.3f}/{rel.max():.2f}"
     rows = compare(timed, COMPARISONS)

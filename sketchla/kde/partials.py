@@ -227,12 +227,12 @@ def _tile_partial(
         lse[s:e], o, l2 = softmax_partial(S, Vb, want_sq)
         if out is not None:
             out[s:e] = o
-        if want_sq:
+        if lse2 is not None:
             lse2[s:e] = l2
     # back to query order; padded query rows (sorted position >= n_q) are dropped
     inv = _inverse(blocks.q_order)
     lse = np.take_along_axis(lse.reshape(B, nb * bq), inv, axis=1)
-    if want_sq:
+    if lse2 is not None:
         lse2 = np.take_along_axis(lse2.reshape(B, nb * bq), inv, axis=1)
     if out is not None:
         out = np.take_along_axis(out.reshape(B, nb * bq, -1), inv[..., None], axis=1)

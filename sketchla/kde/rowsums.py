@@ -24,6 +24,7 @@ import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, check_real
 from ..random import STREAM_PILOT_ROWS, SeedLike, as_seed_sequence, stream
+from .multiround import MAX_BITS, default_bits, light_sample_count, multiround_partials
 from .partials import (
     block_partial,
     draw_samples,
@@ -44,12 +45,13 @@ _MAX_NDIM = 8
 def approx_rowsums(
     Q,
     K,
-    block_size: int = 256,
+    block_size: int | None = None,
     sample_size: int = 256,
-    n_bits: int = 7,
+    n_bits: int | None = None,
     seed: SeedLike = 0,
     *,
     heavy: str | None = "sortlsh",
+    n_rounds: int | None = None,
     global_keys=None,
     light: str = "uniform",
     replace: bool = True,
@@ -69,20 +71,32 @@ def approx_rowsums(
     Q : array_like, shape (..., n_q, d)
     K : array_like, shape (..., n_k, d)
         Equal leading (batch / head) dimensions; finite.
-    block_size : int >= 1
-        Heavy part: the keys are cut into ``ceil(n_k / block_size)`` rank-aligned sortLSH blocks
-        (query block j attends key block j of the Gray-sorted orders, see
-        :class:`sketchla.SimHash`); ``block_size >= n_k`` puts every key in the heavy part
+    block_size : int >= 1 or None
+        Heavy part. "sortlsh" (default 256): the keys are cut into ``ceil(n_k / block_size)``
+        rank-aligned sortLSH blocks (query block j attends key block j of the Gray-sorted
+        orders, see :class:`sketchla.SimHash`). "multiround" (default 16): the width b of each
+        query's window per round. ``block_size >= n_k`` puts every key in the heavy part
         (exact result).
     sample_size : int >= 0
         m, the number of sampled key columns of the light part (0: heavy part only).
-    n_bits : int in [1, 64]
-        Hyperplanes of the SimHash.
+    n_bits : int or None
+        Hyperplanes of each SimHash: in [1, 64] for "sortlsh" (default 7), in [1, 24] for
+        "multiround" (default ``ceil(log2(n_k / block_size)) + 1``).
     seed : int, SeedSequence or None
-        Seeds the hash (``STREAM_SIMHASH_PLANES``), the samples (``STREAM_LIGHT_SAMPLES``) and the
-        pilot rows (``STREAM_PILOT_ROWS``).
-    heavy : {"sortlsh", None}
-        Heavy-set finder: sortLSH blocks, or none (only ``global_keys`` are exact).
+        Seeds the hash (``STREAM_SIMHASH_PLANES``; ``STREAM_MULTIROUND_PLANES`` for
+        "multiround"), the samples (``STREAM_LIGHT_SAMPLES``; ``STREAM_MULTIROUND_SAMPLES``) and
+        the pilot rows (``STREAM_PILOT_ROWS``).
+    heavy : {"sortlsh", "multiround", None}
+        Heavy-set finder: one round of sortLSH blocks; ``n_rounds`` rounds of code-aligned
+        SimHash windows with per-query light samples (:mod:`sketchla.kde.multiround`: each
+        query computes the union of its T windows, at most T b keys, exactly, and draws its
+        own m light samples without replacement); or none (only ``global_keys`` are exact).
+        "multiround" supports ``light="uniform"`` only and no ``kappa`` or
+        ``shared_samples``; its samples are always drawn without replacement (``replace``
+        does not apply) and ``sample_size >= n_k`` gives the exact result.
+    n_rounds : int >= 1 or None
+        "multiround" only: T, the number of hash rounds (default 32). Cost
+        O(n_q (T b + m) d + n T r d).
     global_keys : None, int or 1-D int array
         Extra keys computed exactly for every query and excluded from sampling: an index set
         (e.g. :func:`sketchla.universal_set`), or an int k for the k keys of largest norm of
@@ -140,12 +154,14 @@ def approx_rowsums(
     True
     """
     Q, K = _check_inputs(Q, K)
-    block_size = check_int(block_size, "block_size", minimum=1)
+    if heavy not in ("sortlsh", "multiround", None):
+        raise ValueError(f"heavy must be 'sortlsh', 'multiround' or None, got {heavy!r}")
+    mr = heavy == "multiround"
+    block_size, n_bits, n_rounds = heavy_parameters(
+        heavy, block_size, n_bits, n_rounds, K.shape[-2]
+    )
     m = check_int(sample_size, "sample_size", minimum=0)
-    n_bits = check_int(n_bits, "n_bits", minimum=1, maximum=64)
     pilot_size = check_int(pilot_size, "pilot_size", minimum=1)
-    if heavy not in ("sortlsh", None):
-        raise ValueError(f"heavy must be 'sortlsh' or None, got {heavy!r}")
     if light not in ("uniform", "importance"):
         raise ValueError(f"light must be 'uniform' or 'importance', got {light!r}")
     if kappa is not None:
@@ -160,12 +176,19 @@ def approx_rowsums(
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     if not replace and light != "uniform":
         raise ValueError("replace=False is only supported with light='uniform'")
+    if mr and (light != "uniform" or kappa is not None or shared_samples):
+        raise ValueError(
+            "heavy='multiround' supports light='uniform' only, without kappa or shared_samples"
+        )
 
     seed = as_seed_sequence(seed)  # one entropy draw for seed=None
     batch_shape = Q.shape[:-2]
     Qb, Kb = Q.reshape(-1, *Q.shape[-2:]), K.reshape(-1, *K.shape[-2:])
     B, n_q, n_k = Qb.shape[0], Qb.shape[1], Kb.shape[1]
     G = global_mask(Kb, global_keys)
+    if mr:
+        log_d, stderr = _multiround(Qb, Kb, G, block_size, n_bits, n_rounds, m, seed, norm_aware)
+        return _finish(log_d, stderr if return_stderr else None, batch_shape, n_q)
     parts = []
     blocks = None
     if heavy == "sortlsh":
@@ -185,13 +208,18 @@ def approx_rowsums(
             )
         need_pilot = kappa is not None or light == "importance"
         pilot = _pilot(Qb, Kb, blocks, G, pilot_size, seed) if need_pilot else None
-        probs = light_probabilities(B, n_k, G, pilot[1] if light == "importance" else None)
+        column_mass = None
+        if light == "importance":
+            assert pilot is not None
+            column_mass = pilot[1]
+        probs = light_probabilities(B, n_k, G, column_mass)
         tiles = blocks if blocks is not None else query_tiles(B, n_q, n_k, block_size)
         groups = None if shared_samples else tiles.n_blocks
         samples = draw_samples(seed, B, n_k, m, probs, replace, groups)
         light_part = sampled_partial(Qb, Kb, None, samples, tiles, want_sq=return_stderr)
         light_lse = light_part.lse
         if kappa is not None:
+            assert pilot is not None
             floor = (pilot[0] - np.log(kappa)).astype(Qb.dtype)
             light_lse = np.maximum(light_lse, floor[:, None])
         log_d = np.logaddexp(heavy_lse, light_lse)
@@ -199,12 +227,64 @@ def approx_rowsums(
             stderr = _log_stderr(light_part, log_d, m, samples.fpc)
     else:
         log_d = heavy_lse
+    return _finish(log_d, stderr if return_stderr else None, batch_shape, n_q)
+
+
+def heavy_parameters(
+    heavy: str | None, block_size, n_bits, n_rounds, n_k: int
+) -> tuple[int, int, int]:
+    """Validated ``(block_size, n_bits, n_rounds)`` with the defaults of the heavy finder
+    (see :func:`approx_rowsums`; shared with :func:`sketchla.hyper_attention`)."""
+    if heavy == "multiround":
+        b = 16 if block_size is None else check_int(block_size, "block_size", minimum=1)
+        bits = (
+            default_bits(n_k, b)
+            if n_bits is None
+            else check_int(n_bits, "n_bits", minimum=1, maximum=MAX_BITS)
+        )
+        rounds = 32 if n_rounds is None else check_int(n_rounds, "n_rounds", minimum=1)
+        return b, bits, rounds
+    b = 256 if block_size is None else check_int(block_size, "block_size", minimum=1)
+    bits = 7 if n_bits is None else check_int(n_bits, "n_bits", minimum=1, maximum=64)
+    if n_rounds is not None and check_int(n_rounds, "n_rounds", minimum=1) != 1:
+        raise ValueError(f"n_rounds must be 1 (or None) unless heavy='multiround', got {n_rounds}")
+    return b, bits, 1
+
+
+def _multiround(Qb, Kb, G, block_size, n_bits, n_rounds, m, seed, norm_aware):
+    """``(log_d, stderr)`` with the multi-round heavy part (:mod:`sketchla.kde.multiround`)."""
+    B, n_q, n_k = Qb.shape[0], Qb.shape[1], Kb.shape[1]
+    heavy, light = multiround_partials(
+        Qb,
+        Kb,
+        None,
+        block_size=block_size,
+        n_rounds=n_rounds,
+        n_bits=n_bits,
+        sample_size=m,
+        seed=seed,
+        exclude=G,
+        norm_aware=norm_aware,
+    )
+    lses = [heavy.lse, light.lse]
+    if G is not None:
+        lses.append(global_partial(Qb, Kb, None, G).lse)
+    log_d = _logaddexp_all(lses, (B, n_q), Qb.dtype)
+    m_eff = light_sample_count(m, n_k)
+    if m_eff == 0:
+        return log_d, np.zeros((B, n_q), dtype=Qb.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stderr = _log_stderr(light, log_d, m_eff, 1.0 - m_eff / n_k)
+    return log_d, stderr
+
+
+def _finish(log_d, stderr, batch_shape, n_q):
     if not np.isfinite(log_d).all():  # Q and K are finite: their logits overflowed
         raise ValueError(
-            f"the logits Q K^T overflowed {Qb.dtype} although Q and K are finite; rescale Q or K"
+            f"the logits Q K^T overflowed {log_d.dtype} although Q and K are finite; rescale Q or K"
         )
     log_d = log_d.reshape(*batch_shape, n_q)
-    if return_stderr:
+    if stderr is not None:
         return log_d, stderr.reshape(*batch_shape, n_q)
     return log_d
 
