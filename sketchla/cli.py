@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from . import __version__
@@ -51,7 +51,7 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     sizes = ", ".join(f"{k}={v}" for k, v in result["sizes"].items())
     title = f"sketchla bench {args.suite} -- {sizes}"
     table = Table(title=title)
-    for col, just in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("comparison", "left"),
         ("ours (s)", "right"),
         ("baseline (s)", "right"),
@@ -59,7 +59,8 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         ("meaning", "left"),
         ("goal", "right"),
         ("met", "left"),
-    ]:
+    ]
+    for col, just in columns:
         table.add_column(col, justify=just)
     lines = [
         f"## {title}",

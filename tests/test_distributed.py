@@ -7,6 +7,7 @@ operators travel to the workers as seeds (pickled) and are rebuilt there identic
 """
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -27,13 +28,20 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def client():
-    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        with distributed.Client(cluster) as c:
-            yield c
-        cluster.close()
+    # LocalCluster sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in this process's environment for good;
+    # restore it so subprocesses of later tests (test_determinism) get the caller's threads
+    saved = dict(os.environ)
+    try:
+        with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+            cluster = distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            with distributed.Client(cluster) as c:
+                yield c
+            cluster.close()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @st.composite
@@ -81,6 +89,23 @@ def test_column_block_is_the_slice_of_the_dense_matrix(kind, n, m, cut, seed):
     np.testing.assert_allclose(B.T @ Y, D[:, a:b].T @ Y, rtol=1e-12, atol=1e-12)
     if b - a >= 3:  # a block of a block is the slice of the slice
         np.testing.assert_allclose(B.column_block(1, b - a - 1).todense(), D[:, a + 1 : b - 1])
+
+
+@pytest.mark.parametrize("kind", OPERATOR_KINDS)
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_column_block_any_input_layout(kind, layout):
+    """Regression: SRHT blocks once returned wrong numbers for an F-ordered X (the in-place
+    FWHT ran on a buffer that inherited X's layout)."""
+    rng = np.random.default_rng(1)
+    S = make_operator(kind, 16, 200, seed=3)
+    D = S.todense()
+    for a, b in [(0, 8), (3, 29), (64, 200), (0, 200)]:
+        X = rng.standard_normal((b - a, 5))
+        Xl = {"C": X, "F": np.asfortranarray(X), "strided": np.repeat(X, 2, axis=1)[:, ::2]}
+        B = S.column_block(a, b)
+        np.testing.assert_allclose(
+            B @ Xl[layout], D[:, a:b] @ X, atol=sketch_tolerance(B, X, np.float64)
+        )
 
 
 def test_column_block_rejects_bad_ranges():

@@ -93,8 +93,11 @@ def test_user_guide_pages_and_guarantees_are_built(site):
         "guide/distributed",
         "guide/validation",
         "guide/cli",
+        "validation/report",
     ):
         assert (site / page / "index.html").is_file(), page
+    report = (site / "validation" / "report" / "index.html").read_text()
+    assert "PASS" in report and ".png" in report  # the verdicts and the plots are on the page
     guarantees = (site / "guarantees" / "index.html").read_text()
     for name in ("CountSketch", "leverage_scores", "universal_set", "hyper_attention"):
         assert name in guarantees

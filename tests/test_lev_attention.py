@@ -265,3 +265,15 @@ def test_bad_input_names_the_argument(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         lev_attention(**args)
+
+
+@pytest.mark.parametrize("kernel", ["softmax", ("poly", 2)])
+@pytest.mark.parametrize("n_q", [1, 2])
+def test_overflowing_logits_raise_instead_of_zero_rows(kernel, n_q):
+    """Regression: one query whose logits overflow to inf/NaN (finite inputs near the largest
+    float) came back as a silent zero row; it must raise like exact attention does."""
+    rng = np.random.default_rng(0)
+    K = rng.standard_normal((2, 4)) * 1e307
+    V = rng.standard_normal((2, 3))
+    with pytest.raises(ValueError, match="overflowed"):
+        lev_attention(K[:n_q], K, V, k=2, kernel=kernel)

@@ -229,6 +229,44 @@ def test_bad_input(call, exc, msg):
         call()
 
 
+@pytest.mark.parametrize("sketch_size", [None, 3, 7])
+def test_sketched_scores_of_a_wide_matrix_name_its_shape(sketch_size):
+    # n < d leaves no valid sketch size (d <= m <= n): the error is about A, whatever
+    # sketch_size is, and says what to use instead
+    A = np.random.default_rng(0).standard_normal((5, 10))
+    with pytest.raises(ValueError, match=r"needs a tall A .* shape \(5, 10\); use an exact"):
+        sketchla.leverage_scores(A, method="sketch", sketch_size=sketch_size)
+    assert sketchla.leverage_scores(A).sum() == pytest.approx(5.0)  # the exact methods work
+
+
+@pytest.mark.parametrize("sketch_size", [9, 101, 0, -4])
+def test_sketch_size_out_of_range_names_the_range_from_the_shape(sketch_size):
+    A = np.random.default_rng(0).standard_normal((100, 10))
+    msg = r"sketch_size must be in \[d, n\] = \[10, 100\] for A of shape \(100, 10\), got "
+    msg += str(sketch_size)
+    with pytest.raises(ValueError, match=msg):
+        sketchla.leverage_scores(A, method="sketch", sketch_size=sketch_size)
+    with pytest.raises(TypeError, match="sketch_size must be an integer"):
+        sketchla.leverage_scores(A, method="sketch", sketch_size=20.0)
+    for m in (10, 100):  # both ends of the range are valid
+        assert sketchla.leverage_scores(A, method="sketch", sketch_size=m).shape == (100,)
+
+
+@pytest.mark.parametrize("c", [5e-324, 1e-300, 1e300, 1.7e308])
+def test_scores_of_denormal_and_huge_matrices_equal_the_rescaled_ones(c):
+    # leverage scores are invariant under A -> c A; denormal entries used to lose the QR's
+    # accuracy (error 0.07 at c = 5e-324) and the sketch's (error > 1)
+    signs = np.sign(np.random.default_rng(0).standard_normal((10, 4)))
+    for method in ("qr", "svd"):
+        got = sketchla.leverage_scores(c * signs, method=method)
+        np.testing.assert_allclose(got, sketchla.leverage_scores(signs), atol=1e-12)
+    np.testing.assert_allclose(
+        sketchla.leverage_scores(c * signs, method="sketch", seed=2),
+        sketchla.leverage_scores(signs, method="sketch", seed=2),
+        rtol=1e-6,
+    )
+
+
 def test_sketched_scores_reproducible_for_a_seed_sequence_argument():
     K = np.random.default_rng(0).standard_normal((500, 5))
     ss = np.random.SeedSequence(42)
@@ -324,3 +362,8 @@ def test_streaming_bad_input():
     with pytest.raises(ValueError, match="mode must be one of"):
         sketchla.StreamingLeverage(3, 0.1, mode="approx")
     assert sketchla.StreamingLeverage(3, 0.1).universal_set().size == 0  # nothing seen yet
+
+
+def test_sketched_universal_set_of_a_wide_K_names_K():
+    with pytest.raises(ValueError, match=r"tall K .* shape \(3, 5\)"):
+        sketchla.universal_set(np.ones((3, 5)), 0.5, method="sketch")

@@ -34,6 +34,8 @@ diagnostics also carry the certified bracket
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import numpy as np
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
@@ -45,6 +47,74 @@ __all__ = ["softmax_op_norm", "spectral_error"]
 
 #: entries of one row panel of D^{-1}A held at a time (32 MiB of float64)
 PANEL_ENTRIES = 2**22
+
+
+@overload
+def spectral_error(
+    Q,
+    K,
+    V,
+    approx,
+    causal: bool = ...,
+    scale: float | None = ...,
+    return_diagnostics: Literal[False] = ...,
+    *,
+    approx_lse=...,
+    heavy_threshold: float | None = ...,
+    tol: float = ...,
+    max_passes: int = ...,
+) -> float: ...
+
+
+@overload
+def spectral_error(
+    Q,
+    K,
+    V,
+    approx,
+    causal: bool,
+    scale: float | None,
+    return_diagnostics: Literal[True],
+    *,
+    approx_lse=...,
+    heavy_threshold: float | None = ...,
+    tol: float = ...,
+    max_passes: int = ...,
+) -> tuple[float, dict]: ...
+
+
+@overload
+def spectral_error(
+    Q,
+    K,
+    V,
+    approx,
+    causal: bool = ...,
+    scale: float | None = ...,
+    *,
+    return_diagnostics: Literal[True],
+    approx_lse=...,
+    heavy_threshold: float | None = ...,
+    tol: float = ...,
+    max_passes: int = ...,
+) -> tuple[float, dict]: ...
+
+
+@overload
+def spectral_error(
+    Q,
+    K,
+    V,
+    approx,
+    causal: bool = ...,
+    scale: float | None = ...,
+    return_diagnostics: bool = ...,
+    *,
+    approx_lse=...,
+    heavy_threshold: float | None = ...,
+    tol: float = ...,
+    max_passes: int = ...,
+) -> float | tuple[float, dict]: ...
 
 
 def spectral_error(

@@ -20,6 +20,7 @@ is :math:`O(\mathrm{block\_q} \cdot \mathrm{block\_k} + n_q d_v)` besides the in
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal, overload
 
 import numpy as np
 
@@ -33,6 +34,62 @@ __all__ = ["attention"]
 #: stall for a scheduler time slice, and 256 x 2048 tiles measured 3-4x slower under load
 BLOCK_Q = 1024
 BLOCK_K = 4096
+
+
+@overload
+def attention(
+    Q,
+    K,
+    V,
+    causal: bool = ...,
+    scale: float | None = ...,
+    return_lse: Literal[False] = ...,
+    *,
+    block_q: int = ...,
+    block_k: int = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def attention(
+    Q,
+    K,
+    V,
+    causal: bool,
+    scale: float | None,
+    return_lse: Literal[True],
+    *,
+    block_q: int = ...,
+    block_k: int = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@overload
+def attention(
+    Q,
+    K,
+    V,
+    causal: bool = ...,
+    scale: float | None = ...,
+    *,
+    return_lse: Literal[True],
+    block_q: int = ...,
+    block_k: int = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@overload
+def attention(
+    Q,
+    K,
+    V,
+    causal: bool = ...,
+    scale: float | None = ...,
+    return_lse: bool = ...,
+    *,
+    block_q: int = ...,
+    block_k: int = ...,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
 
 
 def attention(

@@ -266,6 +266,10 @@ def restricted_attention_2d(
             if allowed is not None:
                 S[~allowed] = -np.inf
             m = S.max(axis=1)
+            # a row with an allowed key and no finite maximum had its logits overflow
+            overflow = ~np.isfinite(m)
+            if allowed is not None:
+                overflow &= allowed.any(axis=1)
             m[~np.isfinite(m)] = 0.0  # rows with no allowed key: all weights exp(-inf) = 0
             np.exp(S - m[:, None], out=S)
         else:
@@ -280,4 +284,8 @@ def restricted_attention_2d(
         numer = S @ v[sel]
         nonzero = denom > 0
         out[qs:qe][nonzero] = numer[nonzero] / denom[nonzero, None]
+        # overflowed logits (finite inputs near the largest float): NaN rows, which the
+        # caller's raise_for_overflow reports, instead of silent zeros
+        overflow = ~np.isfinite(denom) if p is not None else overflow | ~np.isfinite(denom)
+        out[qs:qe][overflow] = np.nan
     return out

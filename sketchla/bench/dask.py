@@ -19,6 +19,7 @@ Two parts, one process, medians of interleaved rounds (see ``_timing``):
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -81,7 +82,8 @@ class _PeakRSS:
     """Peak of the summed resident memory of this process and its children (sampled)."""
 
     def __init__(self, interval: float = 0.05) -> None:
-        import psutil
+        # psutil ships no type information (types-psutil is not a dependency)
+        import psutil  # type: ignore[import-untyped]
 
         self._me = psutil.Process(os.getpid())
         self._interval = interval
@@ -192,9 +194,7 @@ def run(
                 persisted.append(X)
                 expr = S @ X
                 name = f"dask {w} worker{'s' * (w > 1)}, chunk {c}"
-                cases.append(
-                    Case(name, lambda client=client, expr=expr: client.compute(expr, sync=True))
-                )
+                cases.append(Case(name, functools.partial(client.compute, expr, sync=True)))
                 comparisons.append(
                     Comparison(
                         f"{w} worker{'s' * (w > 1)}, chunks of {c} rows vs numpy",

@@ -16,11 +16,16 @@ from pathlib import Path
 from pydoc_data.topics import topics
 
 import numpy as np
-import torch
-from transformers import AutoTokenizer, BertModel
+
+# a standalone check run in its own environment: torch and transformers are no dependency of
+# sketchla and are absent where the package is type-checked
+import torch  # type: ignore[import-not-found]
+from transformers import AutoTokenizer, BertModel  # type: ignore[import-not-found]
 
 path = Path(__file__).resolve().parents[1] / "datasets.py"
 spec = importlib.util.spec_from_file_location("sketchla_datasets", path)
+if spec is None or spec.loader is None:
+    raise ImportError(f"cannot load {path}")
 ds = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ds)
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import check_real, compute_dtype
+from .._backend import as_dense, check_finite, check_real, compute_dtype
 from ..attention.lev import _parse_kernel
 from ..attention.lev import lev_attention as _lev_attention_in_memory
 from ._detect import is_dask_array, require_dask
-from .scores import universal_set
+from .scores import _UNIVERSAL_METHODS, universal_set
 from .sketch import row_chunked
 
 __all__ = ["lev_attention"]
@@ -19,6 +19,7 @@ __all__ = ["lev_attention"]
 def _attend(q: np.ndarray, Ku: np.ndarray, Vu: np.ndarray, kernel, scale, dtype) -> np.ndarray:
     """In-memory attention of the queries q to the gathered keys (all of them)."""
     if Ku.shape[0] == 0:  # no key kept: every row attends nothing and is 0 (as in memory)
+        check_finite(q, "Q")  # the in-memory function would have checked it
         return np.zeros((q.shape[0], Vu.shape[1]), dtype=dtype)
     return _lev_attention_in_memory(q, Ku, Vu, k=Ku.shape[0], kernel=kernel, scale=scale)
 
@@ -70,11 +71,15 @@ def lev_attention(
 
     Notes
     -----
+    Inputs are validated as in memory: NaN / infinity anywhere in Q, K or V raises ValueError
+    (V is checked where its chunks live, one bool per chunk returned, though only V[U] is
+    gathered).
+
     Causal masking and local windows are not offered: a causal key set needs each key's
     score among the keys before it (prefix scores, a sequential scan), and a window needs
     every key near every query -- neither is a small gather. Use the in-memory function.
     """
-    require_dask("distributed LevAttention")
+    da = require_dask("distributed LevAttention")
     import dask
 
     p = _parse_kernel(kernel)
@@ -84,6 +89,10 @@ def lev_attention(
             f"scores); got {kernel!r}. Use sketchla.lev_attention in memory."
         )
     eps = check_real(eps, "eps", 0.0, 1.0, min_inclusive=False)
+    if scale is not None:
+        scale = check_real(scale, "scale", 0.0, None, min_inclusive=False)
+    if set_method not in _UNIVERSAL_METHODS:
+        raise ValueError(f"set_method must be one of {_UNIVERSAL_METHODS}, got {set_method!r}")
     for name, X in (("K", K), ("V", V)):
         if not is_dask_array(X):
             raise TypeError(f"{name} must be a dask array, got {type(X).__name__}")
@@ -96,15 +105,19 @@ def lev_attention(
     q_lazy = is_dask_array(Q)
     if q_lazy:
         Q = row_chunked(Q, "Q", ndim=(2,))
-    elif np.ndim(Q) != 2:
-        raise ValueError(f"Q must be 2-D (n_q, d), got shape {np.shape(Q)}")
+    else:  # array_like: dtype (complex -> TypeError), 2-D and non-empty, as in memory
+        Q = as_dense(Q, "Q", ndim=(2,))
     if Q.shape[1] != K.shape[1]:
         raise ValueError(
             f"Q and K must have the same number of columns, got {Q.shape[1]} and {K.shape[1]}"
         )
     dtype = np.result_type(*(compute_dtype(X.dtype, n) for n, X in (("Q", Q), ("K", K), ("V", V))))
     keys, info = universal_set(K, eps, method=set_method, return_info=True)
-    Ku, Vu = dask.compute(K[keys], V[keys])
+    # V's finiteness is checked where its chunks live (one bool each comes back), as the
+    # in-memory function checks all of V although only V[U] is read
+    Ku, Vu, v_finite = dask.compute(K[keys], V[keys], da.isfinite(V).all())
+    if not v_finite:
+        raise ValueError("V contains NaN or infinity; expected finite values")
     info["keys"] = keys
     info["bytes_to_driver"] += Ku.nbytes + Vu.nbytes
     if q_lazy:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from .._backend import check_int, check_real, compute_dtype
+from .._backend import check_finite, check_int, check_real, compute_dtype
 from ..random import SeedLike, child_seed
 from ..scores import leverage_scores as _batch_leverage_scores
 from ..scores.leverage import _numerical_rank
@@ -83,8 +83,9 @@ def leverage_scores(
 
     Parameters
     ----------
-    A : dask.array.Array, shape (n, d)
+    A : dask.array.Array, shape (n, d), n >= d
         Finite real matrix of any rank; column chunks are merged (one chunk of all d columns).
+        It is scaled by the power of two at max |A| first (exact; the scores are invariant).
     method : {"qr", "sketch"}
         * "qr": exact. A = Q R by ``dask.array.linalg.tsqr`` (a tree of chunk QRs), then
           R = W S V^T and l_i = ||(Q W_r)_i||^2 with W_r the left singular vectors of the r
@@ -120,7 +121,17 @@ def leverage_scores(
     if rtol is not None:
         rtol = check_real(rtol, "rtol", minimum=0.0, maximum=1.0)
     n, d = A.shape
-    A64 = A.astype(np.float64)
+    if n < d:
+        raise ValueError(
+            f"A must be tall (n >= d rows: tsqr and the sketch both need it), got A of shape "
+            f"{A.shape}; a wide A has fewer rows than columns, so compute its scores in memory "
+            "with sketchla.leverage_scores"
+        )
+    # scores are invariant under A -> A / c: with c = 2^e the power of two at max |A|, the
+    # scaling is exact, and denormal (or huge) entries neither underflow nor overflow in the
+    # QR, its inverse or the sketch (one reduction over A, a scalar, before the passes below)
+    _, e = da.frexp(da.absolute(A.astype(np.float64)).max())
+    A64 = da.ldexp(A.astype(np.float64), -e)
     if method == "qr":
         Q, R = da.linalg.tsqr(A64)
         W = delayed(_range_basis_of_r, pure=True)(R, n, rtol)
@@ -142,27 +153,55 @@ def leverage_scores(
 # ---------------------------------------------------------------------------------------------
 # universal set
 # ---------------------------------------------------------------------------------------------
-def _gram(chunk: np.ndarray) -> np.ndarray:
+# The Gram matrices are formed of K / 2^e, 2^e the power of two at max |K| (exact scaling;
+# leverage scores are invariant under it), so that neither denormal entries underflow nor large
+# ones (|k| > 1e154) overflow in K^T K. Each chunk scales by its own exponent e_c; a node of the
+# reduction tree rescales its children's Grams to their largest exponent (exact: powers of two).
+def _exponent(X: np.ndarray) -> int:
+    """e with max |X| / 2^e in [0.5, 1) (0 for an all-zero or non-finite X)."""
+    amax = float(np.abs(X).max(initial=0.0))
+    return int(np.frexp(amax)[1]) if np.isfinite(amax) else 0
+
+
+def _gram(chunk: np.ndarray) -> tuple[int, np.ndarray]:
+    """(e, G) with G the Gram matrix of chunk / 2^e."""
     chunk = np.asarray(chunk, dtype=np.float64)
-    return chunk.T @ chunk
+    e = _exponent(chunk)
+    X = np.ldexp(chunk, -e)
+    return e, X.T @ X
 
 
-def _gram_pinv_factor(G: np.ndarray) -> np.ndarray:
-    """(d, d) F with F F^T = G^+ (eigenvalues below d * eps_machine * max count as zero;
-    zero columns for them), so the score of row k against the Gram G is ||k F||^2."""
+def _gram_sum(*parts: tuple[int, np.ndarray]) -> tuple[int, np.ndarray]:
+    """The sum of scaled Grams (e_c, G_c) as (e, G) with e = max e_c, left to right."""
+    e = max(p[0] for p in parts)
+    G = np.zeros_like(parts[0][1])
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN / inf input: raised on next
+        for e_c, G_c in parts:
+            G += np.ldexp(G_c, 2 * (e_c - e))
+    return e, G
+
+
+def _gram_pinv_factor(eG: tuple[int, np.ndarray]) -> tuple[int, np.ndarray]:
+    """(e, F) with F (d, d), F F^T = G^+ for the Gram G of K / 2^e (eigenvalues below
+    d * eps_machine * max count as zero; zero columns for them), so the score of row k is
+    ||(k / 2^e) F||^2."""
+    e, G = eG
     if not np.isfinite(G).all():
-        raise ValueError("K contains NaN or infinity (or its Gram matrix overflowed)")
+        raise ValueError("K contains NaN or infinity; expected finite values")
     d = G.shape[0]
     w, V = np.linalg.eigh(G)
     F = np.zeros((d, d))
     if w[-1] > 0:
         keep = w > d * np.finfo(np.float64).eps * w[-1]
         F[:, keep] = V[:, keep] / np.sqrt(w[keep])
-    return F
+    return e, F
 
 
-def _select_by_factor(chunk: np.ndarray, F: np.ndarray, offset: int, thr: float) -> np.ndarray:
-    Z = np.asarray(chunk, dtype=np.float64) @ F
+def _select_by_factor(
+    chunk: np.ndarray, eF: tuple[int, np.ndarray], offset: int, thr: float
+) -> np.ndarray:
+    e, F = eF
+    Z = np.ldexp(np.asarray(chunk, dtype=np.float64), -e) @ F
     scores = np.einsum("ij,ij->i", Z, Z)
     return np.flatnonzero(scores >= thr).astype(np.int64) + offset
 
@@ -171,6 +210,7 @@ def _local_candidates(chunk: np.ndarray, offset: int, thr: float) -> tuple[np.nd
     """(global indices, rows) of the chunk's rows whose leverage within the chunk is >= thr
     (a superset of the chunk's members of U_eps, at most rank(chunk) / thr of them)."""
     chunk = np.asarray(chunk, dtype=np.float64)
+    check_finite(chunk, "K")
     keep = _batch_leverage_scores(chunk) >= thr
     return np.flatnonzero(keep).astype(np.int64) + offset, chunk[keep]
 
@@ -198,7 +238,9 @@ def universal_set(
           d x d) goes back to every chunk; each chunk keeps its rows with
           :math:`\|k_j F\|^2 \ge \varepsilon` and sends their indices to the driver. Equals the
           batch :func:`sketchla.universal_set` up to rounding of the scores (Gram-based scores
-          carry relative error ~ cond(K)^2 eps_machine: for cond(K) << 1e8).
+          carry relative error ~ cond(K)^2 eps_machine: for cond(K) << 1e8). The Grams are
+          of K scaled by powers of two (exact), so denormal or huge entries neither underflow
+          nor overflow.
         * "gather" (select locally, gather, re-select; the LevAttention distributed scheme):
           each chunk keeps its rows whose leverage *within the chunk* is >= eps (its local
           score is at least its global one, so no member of U_eps is lost; at most
@@ -212,8 +254,8 @@ def universal_set(
         (other intermediate results moved through the graph: the Gram partials and the
         broadcast factor for "gram", 0 for "gather"), ``n_candidates`` ("gather": rows
         gathered).
-    split_every : int
-        Fan-in of the Gram reduction tree.
+    split_every : int >= 2
+        Fan-in of the Gram reduction tree (method "gram").
 
     Returns
     -------
@@ -225,6 +267,7 @@ def universal_set(
 
     K, _ = _tall(K, "K")
     eps = check_real(eps, "eps", 0.0, 1.0, min_inclusive=False)
+    split_every = check_int(split_every, "split_every", minimum=2)
     if method not in _UNIVERSAL_METHODS:
         raise ValueError(f"method must be one of {_UNIVERSAL_METHODS}, got {method!r}")
     d = K.shape[1]
@@ -233,7 +276,7 @@ def universal_set(
     chunks = K.to_delayed().ravel()
     info: dict[str, Any] = {"method": method, "n_chunks": len(chunks)}
     if method == "gram":
-        G = tree_sum([delayed(_gram, pure=True)(c) for c in chunks], split_every)
+        G = tree_sum([delayed(_gram, pure=True)(c) for c in chunks], split_every, _gram_sum)
         F = delayed(_gram_pinv_factor, pure=True)(G)
         picked = dask.compute(
             *[

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import as_dense, as_sparse, compute_dtype, is_sparse, raise_for_nonfinite
+from .._backend import (
+    as_dense,
+    as_sparse,
+    check_int,
+    compute_dtype,
+    is_sparse,
+    raise_for_nonfinite,
+)
 from ..sketch import SketchOperator
 from ._detect import require_dask
 
@@ -40,10 +47,12 @@ ADJOINT_CHUNK_BYTES = 2**26
 
 
 def row_chunked(A: Any, name: str, ndim: tuple[int, ...] = (1, 2)) -> Any:
-    """Validate a dask array for row-wise work: known chunk sizes, non-empty, a real dtype, and
+    """Validate a dask array for row-wise work: a real dtype, known chunk sizes, non-empty, and
     all columns in one chunk (a column-chunked array is rechunked to ``{1: -1}``: each task
     needs whole rows, and for the tall, narrow inputs these functions are for a row chunk of
     all d columns is no larger than the chunks a user would pick anyway)."""
+    # TypeError for complex / object dtypes first (as the in-memory validation), before any work
+    compute_dtype(A.dtype, name)
     if any(math.isnan(s) for s in A.shape):
         raise ValueError(
             f"{name} has unknown chunk sizes (shape {A.shape}); call {name}.compute_chunk_sizes() "
@@ -54,7 +63,6 @@ def row_chunked(A: Any, name: str, ndim: tuple[int, ...] = (1, 2)) -> Any:
         raise ValueError(f"{name} must be {allowed}, got a dask array of shape {A.shape}")
     if 0 in A.shape:
         raise ValueError(f"{name} is empty (shape {A.shape}); expected at least one entry")
-    compute_dtype(A.dtype, name)  # TypeError for complex / object dtypes, before any work
     if A.ndim == 2 and A.numblocks[1] > 1:
         A = A.rechunk({1: -1})
     return A
@@ -65,16 +73,19 @@ def row_offsets(A: Any) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(A.chunks[0])]).astype(np.int64)
 
 
-def tree_sum(parts: list, split_every: int = SPLIT_EVERY) -> Any:
-    """Delayed sum of delayed arrays in a tree of fan-in ``split_every`` (fixed shape and
-    order: groups of consecutive parts, each summed left to right)."""
+def tree_sum(parts: list, split_every: int = SPLIT_EVERY, combine: Any = None) -> Any:
+    """Delayed sum of delayed arrays in a tree of fan-in ``split_every`` >= 2 (fixed shape and
+    order: groups of consecutive parts, each summed left to right). ``combine(*parts)``
+    replaces the sum for other reductions (default: :func:`_sum_in_order`)."""
     from dask import delayed
 
+    split_every = check_int(split_every, "split_every", minimum=2)
+    combine = _sum_in_order if combine is None else combine
     if not parts:
         raise ValueError("nothing to sum")
     while len(parts) > 1:
         parts = [
-            delayed(_sum_in_order, pure=True)(*parts[i : i + split_every])
+            delayed(combine, pure=True)(*parts[i : i + split_every])
             for i in range(0, len(parts), split_every)
         ]
     return parts[0]
@@ -82,8 +93,9 @@ def tree_sum(parts: list, split_every: int = SPLIT_EVERY) -> Any:
 
 def _sum_in_order(*parts: np.ndarray) -> np.ndarray:
     out = parts[0].copy()
-    for p in parts[1:]:
-        out += p
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite sums are raised on later
+        for p in parts[1:]:
+            out += p
     return out
 
 
@@ -94,7 +106,10 @@ def _partial_sketch(block_op: SketchOperator, chunk: Any, name: str) -> np.ndarr
         chunk = as_sparse(chunk, name)
         out = block_op._forward_sparse(chunk)
     else:
-        chunk = as_dense(chunk, name)
+        # C order: chunks of a transposed dask array (B @ S.T) are F-ordered views, and
+        # SRHT.column_block(...)'s dyadic-piece transform mis-computes those (sketchla/sketch/
+        # srht.py _forward_block runs the in-place FWHT on a non-C-contiguous buffer)
+        chunk = np.ascontiguousarray(as_dense(chunk, name))
         out = block_op._forward_dense(chunk[:, None] if chunk.ndim == 1 else chunk)
     raise_for_nonfinite(out, {name: chunk})
     return np.asarray(out, dtype=np.float64)
@@ -123,7 +138,7 @@ def dask_forward(op: SketchOperator, A: Any, name: str = "A", split_every: int =
         Chunked along rows in any way (uneven chunks allowed); column chunks are merged.
     name : str
         Argument name for error messages.
-    split_every : int
+    split_every : int >= 2
         Fan-in of the summation tree.
 
     Notes
@@ -137,6 +152,7 @@ def dask_forward(op: SketchOperator, A: Any, name: str = "A", split_every: int =
     import dask.array as da
     from dask import delayed
 
+    split_every = check_int(split_every, "split_every", minimum=2)
     A = row_chunked(A, name)
     op._check_rows(A.shape[0], op.n, name)
     dtype = compute_dtype(A.dtype, name)
@@ -173,6 +189,7 @@ def dask_adjoint(op: SketchOperator, Y: Any, name: str = "Y", chunk_rows: int | 
     width = 1 if Y.ndim == 1 else Y.shape[1]
     if chunk_rows is None:
         chunk_rows = max(1, ADJOINT_CHUNK_BYTES // (8 * width))
+    chunk_rows = check_int(chunk_rows, "chunk_rows", minimum=1)
     Yd = Y.rechunk(-1).to_delayed().ravel()[0]
     blocks = []
     for lo in range(0, op.n, chunk_rows):

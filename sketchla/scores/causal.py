@@ -17,6 +17,7 @@ import scipy.linalg
 from scipy.linalg.lapack import dtpqrt
 
 from .._backend import as_dense, check_finite, check_int, check_real
+from .._threads import serial_blas
 
 __all__ = ["prefix_leverage_scores"]
 
@@ -101,38 +102,39 @@ def prefix_leverage_scores(A, *, rtol: float = 1e-10, block_size: int = 256) -> 
     R = np.zeros((0, 0))  # A_{<j} V[:, :r] = Q R
     stale = False
     out = np.empty(n)
-    for pos in range(0, n, b):
-        B = A64[pos : pos + b]
-        C = np.zeros((B.shape[0], d))  # coordinates in V (columns :r valid)
-        C[:, :r] = B @ V[:, :r]
-        E = B - C[:, :r] @ V[:, :r].T  # components outside the span
-        limit = rtol**2 * np.einsum("ij,ij->i", B, B)
-        i = 0
-        while i < B.shape[0]:
-            outside = np.einsum("ij,ij->i", E[i:], E[i:]) > limit[i:]
-            k = int(np.argmax(outside)) if outside.any() else B.shape[0] - i
-            if k:  # rows i..i+k-1 lie in the span
-                Ck = C[i : i + k, :r]
-                if r:
-                    if stale:  # new directions since R was formed: QR of the prefix, anew
-                        # numpy's stubs type every mode as QRResult; "r" returns R alone
-                        R = np.linalg.qr(A64[: pos + i] @ V[:, :r], mode="r")  # type: ignore[assignment]
-                        stale = False
-                    Z = scipy.linalg.solve_triangular(R, Ck.T, trans="T").T  # C R^{-1}
-                    x = _schur_scores(Z)
-                    out[pos + i : pos + i + k] = np.clip(x / (1.0 + x), 0.0, 1.0)
-                    R = _update_r(R, Ck)
-                else:
-                    out[pos + i : pos + i + k] = 0.0  # zero rows before any nonzero one
-                i += k
-            if i < B.shape[0]:  # row i starts a new direction v: rank-one updates of C, E
-                e = E[i] - V[:, :r] @ (V[:, :r].T @ E[i])  # re-orthogonalise (E is MGS'd)
-                v = e / np.linalg.norm(e)
-                V[:, r] = v
-                C[i:, r] = E[i:] @ v
-                E[i:] -= np.outer(C[i:, r], v)
-                r += 1
-                stale = True  # R is formed again when the next in-span row needs it
-                out[pos + i] = 1.0
-                i += 1
+    with serial_blas(-(-n // b)):  # many small LAPACK calls: see sketchla._threads
+        for pos in range(0, n, b):
+            B = A64[pos : pos + b]
+            C = np.zeros((B.shape[0], d))  # coordinates in V (columns :r valid)
+            C[:, :r] = B @ V[:, :r]
+            E = B - C[:, :r] @ V[:, :r].T  # components outside the span
+            limit = rtol**2 * np.einsum("ij,ij->i", B, B)
+            i = 0
+            while i < B.shape[0]:
+                outside = np.einsum("ij,ij->i", E[i:], E[i:]) > limit[i:]
+                k = int(np.argmax(outside)) if outside.any() else B.shape[0] - i
+                if k:  # rows i..i+k-1 lie in the span
+                    Ck = C[i : i + k, :r]
+                    if r:
+                        if stale:  # new directions since R was formed: QR of the prefix, anew
+                            # numpy's stubs type every mode as QRResult; "r" returns R alone
+                            R = np.linalg.qr(A64[: pos + i] @ V[:, :r], mode="r")  # type: ignore[assignment]
+                            stale = False
+                        Z = scipy.linalg.solve_triangular(R, Ck.T, trans="T").T  # C R^{-1}
+                        x = _schur_scores(Z)
+                        out[pos + i : pos + i + k] = np.clip(x / (1.0 + x), 0.0, 1.0)
+                        R = _update_r(R, Ck)
+                    else:
+                        out[pos + i : pos + i + k] = 0.0  # zero rows before any nonzero one
+                    i += k
+                if i < B.shape[0]:  # row i starts a new direction v: rank-one updates of C, E
+                    e = E[i] - V[:, :r] @ (V[:, :r].T @ E[i])  # re-orthogonalise (E is MGS'd)
+                    v = e / np.linalg.norm(e)
+                    V[:, r] = v
+                    C[i:, r] = E[i:] @ v
+                    E[i:] -= np.outer(C[i:, r], v)
+                    r += 1
+                    stale = True  # R is formed again when the next in-span row needs it
+                    out[pos + i] = 1.0
+                    i += 1
     return out.astype(A.dtype, copy=False)

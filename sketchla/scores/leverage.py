@@ -12,6 +12,7 @@ import scipy.linalg
 from scipy.linalg.blas import dtrsm
 
 from .._backend import as_dense, check_finite, check_int, check_real
+from .._threads import serial_blas
 from ..random import SeedLike, child_seed
 from ..sketch import KINDS
 
@@ -110,8 +111,19 @@ def _sketched(
     """Drineas, Magdon-Ismail, Mahoney & Woodruff (2012): R from QR of S A, then row norms of
     A R^{-1} G (G a d x k Gaussian JL map, k = jl_dim; none when jl_dim is None or >= d)."""
     n, d = A.shape
-    m = sketch_size if sketch_size is not None else min(n, 32 * d)
-    m = check_int(m, "sketch_size", minimum=d, maximum=n)
+    if n < d:
+        raise ValueError(
+            f"method='sketch' needs a tall A (n >= d: its sketch has d <= m <= n rows), got A "
+            f"of shape {A.shape}; use an exact method for a wide A"
+        )
+    if sketch_size is None:
+        m = min(n, 32 * d)
+    else:
+        m = check_int(sketch_size, "sketch_size")
+        if not d <= m <= n:
+            raise ValueError(
+                f"sketch_size must be in [d, n] = [{d}, {n}] for A of shape {A.shape}, got {m}"
+            )
     if sketch_kind not in KINDS:
         raise ValueError(f"sketch_kind must be one of {sorted(KINDS)}, got {sketch_kind!r}")
     s_sketch, s_jl = child_seed(seed, 0), child_seed(seed, 1)
@@ -143,6 +155,17 @@ def _sketched(
 
 #: the sketched method's final products run in float32 when cond(R) is at most this
 _FLOAT32_MAX_COND = 1e3
+
+
+def _power_of_two_scaled(A: np.ndarray) -> np.ndarray:
+    """A / 2^e with max |A / 2^e| in [0.5, 1) when max |A| is outside [2^-500, 2^500], else A
+    itself. Exact (a power of two), and leverage scores (ridge 0) are invariant under scaling:
+    denormal entries would otherwise lose the QR's accuracy, and huge ones overflow A^T A or
+    the sketch. NaN / inf are left for the methods' own checks."""
+    amax = float(np.abs(A).max())
+    if not np.isfinite(amax) or amax == 0 or 2.0**-500 <= amax <= 2.0**500:
+        return A
+    return np.ldexp(A, -np.frexp(amax)[1])
 
 
 def _blocked_row_sq_norms(
@@ -226,6 +249,8 @@ def leverage_scores(
     if rtol is not None:
         rtol = check_real(rtol, "rtol", minimum=0.0, maximum=1.0)
     A64 = A.astype(np.float64, copy=False)
+    if not ridge:
+        A64 = _power_of_two_scaled(A64)
     if method == "sketch":
         if ridge:
             raise ValueError("ridge must be 0 for method='sketch' (use an exact method)")
@@ -277,7 +302,8 @@ def online_leverage_scores(A, ridge: float = 1e-6, *, block_size: int = 256) -> 
     n, d = A64.shape
     gram = ridge * np.eye(d)
     out = np.empty(n)
-    with np.errstate(over="ignore", invalid="ignore"):  # reported below
+    # reported below; many small LAPACK calls: see sketchla._threads
+    with np.errstate(over="ignore", invalid="ignore"), serial_blas(-(-n // b)):
         for lo in range(0, n, b):
             B = A64[lo : lo + b]
             if not np.isfinite(gram).all():

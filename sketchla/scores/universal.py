@@ -136,6 +136,11 @@ def universal_set(
             s.update(K[lo : lo + b])
         return s.universal_set()
     if method == "sketch":
+        if K.shape[0] < K.shape[1]:
+            raise ValueError(
+                f"method='sketch' needs a tall K (n >= d), got K of shape {K.shape}; use "
+                "method='exact' (a wide K has rank <= n and every key can be heavy)"
+            )
         lower = check_real(sketch_lower, "sketch_lower", 0.0, 1.0, min_inclusive=False)
         scores = leverage_scores(K, method="sketch", seed=seed, **sketch_params)
         threshold = lower * eps

@@ -134,7 +134,9 @@ class SRHT(SketchOperator):
         out = np.zeros((self.m, A.shape[1]), dtype=A.dtype)
         signs = self.signs.astype(A.dtype)
         for lo, a, c in self._dyadic_pieces():
-            buf = signs[lo : lo + c, None] * A[lo : lo + c]
+            # C order: the in-place FWHT walks rows of a C-contiguous buffer, and the product
+            # would otherwise inherit an F-ordered A's layout
+            buf = np.multiply(signs[lo : lo + c, None], A[lo : lo + c], order="C")
             self._fwht(buf)
             coef = (self._scale * self._piece_signs(a)).astype(A.dtype)
             out += coef[:, None] * buf[self.rows % c]

@@ -101,4 +101,8 @@ def attention_instance(
         big = rng.choice(n_k, size=max(1, n_k // 100), replace=False)
         K[big] *= 4.0
     V = rng.standard_normal((n_k, d_v))
-    return tuple(np.ascontiguousarray(X, dtype=dtype) for X in (Q, K, V))
+    return (
+        np.ascontiguousarray(Q, dtype=dtype),
+        np.ascontiguousarray(K, dtype=dtype),
+        np.ascontiguousarray(V, dtype=dtype),
+    )

@@ -67,7 +67,10 @@ def run_jl(ctx: Context) -> None:
     both = np.hstack([mats[k] for k in names])  # one sketch applied to both bases
     for kind in (*_KINDS, "uniform rows"):
         for m in sizes:
-            cells = {mn: ([], [], np.inf, 0.0) for mn in names}
+            # matrix -> (distortions, Gram moments, min sigma, max sigma) over seeds
+            cells: dict[str, tuple[list[float], list[float], float, float]] = {
+                mn: ([], [], np.inf, 0.0) for mn in names
+            }
             for s in range(seeds):
                 SB = (
                     uniform_rows(both, m, s)
@@ -160,9 +163,9 @@ def run_jl(ctx: Context) -> None:
     for ax, mn in zip(axes, mats, strict=True):
         for kind in (*_KINDS, "uniform rows"):
             med = [np.median(dist[kind, mn, m]) for m in sizes]
-            hi = [np.max(dist[kind, mn, m]) for m in sizes]
+            top = [np.max(dist[kind, mn, m]) for m in sizes]
             ax.plot(sizes, med, "o-", color=_COLORS[kind], label=f"{kind} (median)")
-            ax.plot(sizes, hi, ":", color=_COLORS[kind], alpha=0.7)
+            ax.plot(sizes, top, ":", color=_COLORS[kind], alpha=0.7)
         ax.plot(sizes, [np.sqrt(d / m) for m in sizes], "k--", label="sqrt(d/m)")
         ax.plot(
             sizes,

@@ -158,10 +158,10 @@ def run_leverage(ctx: Context) -> None:
     batch = universal_set(A, eps)
     streams = {}
     for mode in ("exact", "merge"):
-        s = StreamingLeverage(d, eps, mode=mode)
+        stream = StreamingLeverage(d, eps, mode=mode)
         for lo in range(0, n, block):
-            s.update(A[lo : lo + block])
-        streams[mode] = s.universal_set()
+            stream.update(A[lo : lo + block])
+        streams[mode] = stream.universal_set()
     ctx.check_true(
         "StreamingLeverage(mode='exact') returns the batch U_eps exactly",
         "adding rows never raises a score",

@@ -11,13 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from .. import datasets
-from ..attention import hyper_attention, lev_attention
+from ..attention import lev_attention
 from ..kde import approx_rowsums
 from ..lsh import SimHash, inverse_gray_code
 from ..scores import universal_set
 from ._core import Context, experiment
 from ._plot import figure, finish
-from .hyper import _spectral_denominators, block_mass, exact_lse, spectral_ratio
+from .hyper import (
+    _spectral_denominators,
+    block_mass,
+    exact_lse,
+    hyper_output,
+    spectral_ratio,
+)
 from .softmax_scope import STRATEGIES, captured_mass, softmax_matrix
 from .universal import heavy_columns, witness_queries
 
@@ -188,17 +194,18 @@ def run_real_hyper(ctx: Context) -> None:
         ctx.note("Quick profile: every other shipped head (heads 0 and 6 of each layer).")
     block, m = 64, 128
     ctx.set_total(len(pairs))
-    rows, spec = [], []
+    rows: list[list[str]] = []
+    spec: list[list[str | int]] = []
     for layer, head in pairs:
         Q, K, V = datasets.load_minilm_qkv(layer, head)
         exact, denom, diag = _spectral_denominators(Q, K, V)
         U = universal_set(K, 0.1)
         r_hyper = spectral_ratio(
-            exact, hyper_attention(Q, K, V, block_size=block, sample_size=m, n_bits=6), denom
+            exact, hyper_output(Q, K, V, block_size=block, sample_size=m, n_bits=6), denom
         )
         r_glob = spectral_ratio(
             exact,
-            hyper_attention(Q, K, V, block_size=block, sample_size=m, n_bits=6, global_keys=U),
+            hyper_output(Q, K, V, block_size=block, sample_size=m, n_bits=6, global_keys=U),
             denom,
         )
         r_lev = spectral_ratio(exact, lev_attention(Q, K, V, k=block + m), denom)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+import os
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -37,6 +40,8 @@ class SuiteResult:
     results: list[ExperimentResult]
     seconds: float
     report_path: str | None = None
+    #: the experiment or family names selected (None: the whole suite)
+    only: list[str] | None = None
 
     @property
     def failed(self) -> bool:
@@ -55,7 +60,7 @@ def _select(only: list[str] | str | None, registry: dict[str, Experiment]) -> li
     if only is None:
         return list(registry.values())
     names = [only] if isinstance(only, str) else list(only)
-    chosen = []
+    chosen: list[Experiment] = []
     for name in names:
         # a name selects one experiment, or every experiment of a family
         hits = [e for e in registry.values() if name in (e.name, e.family)]
@@ -125,7 +130,12 @@ def run_suite(
             status = "ERROR" if res.error else ("FAIL" if "FAIL" in verdicts else "done")
             bars.update(task, total=1, completed=1, what=f"{status} in {res.seconds:.1f} s")
             results.append(res)
-    suite = SuiteResult(profile, results, time.perf_counter() - t0)
+    suite = SuiteResult(
+        profile,
+        results,
+        time.perf_counter() - t0,
+        only=None if only is None else ([only] if isinstance(only, str) else list(only)),
+    )
     console.print(verdict_table(suite))
     counts = suite.counts()
     errors = sum(r.error is not None for r in results)
@@ -147,14 +157,15 @@ def run_suite(
 
 def verdict_table(suite: SuiteResult) -> Table:
     table = Table(title=f"sketchla validate ({suite.profile})", show_lines=False)
-    for col, kw in [
+    columns: list[tuple[str, dict[str, Any]]] = [
         ("experiment", {"no_wrap": True}),
         ("claim", {"ratio": 3}),
         ("reference", {"ratio": 1}),
         ("bound", {"justify": "right"}),
         ("measured", {"justify": "right"}),
         ("verdict", {"no_wrap": True}),
-    ]:
+    ]
+    for col, kw in columns:
         table.add_column(col, **kw)
     for r in suite.results:
         for c in r.claims:
@@ -175,18 +186,50 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _command(suite: SuiteResult, out_dir: Path) -> str:
+    """The command line that reproduces ``suite`` into ``out_dir``."""
+    parts = ["sketchla", "validate"]
+    if suite.profile == "quick":
+        parts.append("--quick")
+    for name in suite.only or []:
+        parts += ["--only", name]
+    parts += ["--out", str(out_dir)]
+    return " ".join(parts)
+
+
 def write_report(suite: SuiteResult, out_dir: str | Path) -> Path:
-    """``report.md`` in ``out_dir``: the verdict table, then one section per experiment with
-    its plots, data tables and notes."""
+    """``report.md`` in ``out_dir``: when, how and where it was generated, the verdict table,
+    then one section per experiment with its plots, data tables and notes.
+
+    Plots are linked by file name, relative to ``report.md`` (they are written beside it), so
+    the folder renders as it is, on GitHub or as a page of the documentation site."""
     from .. import __version__
 
     out_dir = Path(out_dir)
     counts = suite.counts()
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    quick = suite.profile == "quick"
+    profile = "quick profile: small sizes, few seeds" if quick else "full profile"
     lines = [
         "# sketchla validate report",
         "",
-        f"sketchla {__version__}, profile **{suite.profile}**, {suite.seconds:.1f} s wall time, "
-        f"{platform.machine()} / Python {platform.python_version()}.",
+        f"Generated {when} by `{_command(suite, out_dir)}` ({profile}) with sketchla "
+        f"{__version__} in {suite.seconds:.1f} s wall time on {_cpu_model()} "
+        f"({os.cpu_count()} logical cores, {platform.machine()}, {platform.system()}), "
+        f"Python {platform.python_version()}. Regenerate it with the same command; the "
+        "measurements are seeded, so only the timings change between runs and machines.",
         "",
         f"**{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['REPORTED']} REPORTED.** "
         "PASS/FAIL judge guaranteed claims (theorems, identities, probabilistic bounds at the "

@@ -130,7 +130,7 @@ def run_mass(ctx: Context) -> None:
             )
     # needle family: strength sweep
     needles = [0.5, 1.0, 1.5, 2.0, 3.0]
-    needle_mass = {s: [] for s in STRATEGIES}
+    needle_mass: dict[str, list[float]] = {s: [] for s in STRATEGIES}
     for nd in needles:
         Q, K, _ = attention_instance("planted", n, d, needle=nd, seed=2)
         c = captured_mass(softmax_matrix(Q, K), K, [k0])

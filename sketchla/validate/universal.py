@@ -12,6 +12,8 @@ measured against the prediction of a Gram-matrix calculation (no theorem: REPORT
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from ..scores import (
@@ -46,7 +48,8 @@ def witness_queries(K: np.ndarray) -> np.ndarray:
 def lewis_witness_queries(K: np.ndarray, p: float) -> np.ndarray:
     """q_j = M^+ k_j with M = K^T W^{1-2/p} K at the lp Lewis weights W: the equality case of
     the Cauchy-Schwarz step behind the lp sensitivity bounds (adversarial queries for p)."""
-    w = lewis_weights(K, p)
+    # return_info left False: the weights array alone
+    w = cast(np.ndarray, lewis_weights(K, p))
     M = K.T @ (K * np.maximum(w, 1e-300)[:, None] ** (1 - 2 / p))
     return K @ np.linalg.pinv(M)
 
@@ -229,8 +232,7 @@ def run_planted(ctx: Context) -> None:
         recall.append(float(np.mean(rs)))
         precision.append(float(np.mean(ps)))
         ctx.step(f"mu/mu* = {f:.2f}")
-    recall = np.array(recall)
-    above = factors[recall >= 0.5]
+    above = factors[np.array(recall) >= 0.5]
     measured = float(above.min()) if above.size else float("nan")
     ctx.report(
         "planted model: transition mu_50 / mu* (first mu with recall >= 1/2, over the "
