@@ -162,7 +162,7 @@ def _power_of_two_scaled(A: np.ndarray) -> np.ndarray:
     itself. Exact (a power of two), and leverage scores (ridge 0) are invariant under scaling:
     denormal entries would otherwise lose the QR's accuracy, and huge ones overflow A^T A or
     the sketch. NaN / inf are left for the methods' own checks."""
-    amax = float(np.abs(A).max())
+    amax = float(max(A.max(), -A.min()))  # two reductions, no |A| temporary (A may be GBs)
     if not np.isfinite(amax) or amax == 0 or 2.0**-500 <= amax <= 2.0**500:
         return A
     return np.ldexp(A, -np.frexp(amax)[1])
