@@ -277,3 +277,22 @@ def test_overflowing_logits_raise_instead_of_zero_rows(kernel, n_q):
     V = rng.standard_normal((2, 3))
     with pytest.raises(ValueError, match="overflowed"):
         lev_attention(K[:n_q], K, V, k=2, kernel=kernel)
+
+
+@given(
+    block_q=st.integers(1, 300),
+    local_window=st.integers(0, 40),
+    causal=st.booleans(),
+    kernel=st.sampled_from(["softmax", ("poly", 2)]),
+)
+def test_block_q_does_not_change_the_output(block_q, local_window, causal, kernel):
+    """block_q (default 1024, or 256 with a window) is a speed knob: every block size gives
+    the same output to rounding."""
+    Q, K, V = attention_instance("planted", 257, 8, seed=3)
+    ref = lev_attention(
+        Q, K, V, eps=0.1, local_window=local_window, causal=causal, kernel=kernel, block_q=257
+    )
+    out = lev_attention(
+        Q, K, V, eps=0.1, local_window=local_window, causal=causal, kernel=kernel, block_q=block_q
+    )
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)

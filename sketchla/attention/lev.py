@@ -56,6 +56,10 @@ __all__ = ["lev_attention", "lev_key_set"]
 
 #: queries per block; memory is O(BLOCK_Q * (|U| + BLOCK_Q + 2 local_window))
 BLOCK_Q = 1024
+#: queries per block with a local window: each block computes block_q + 2 local_window window
+#: columns per query, so smaller blocks waste less (measured at n = 131072, local_window = 256:
+#: 2x faster than 1024, causal and non-causal; without a window 1024 is 20-40% faster)
+BLOCK_Q_WINDOW = 256
 
 
 def _parse_kernel(kernel) -> float | None:
@@ -141,7 +145,7 @@ def lev_attention(
     seed: SeedLike = 0,
     *,
     score_method: str = "exact",
-    block_q: int = BLOCK_Q,
+    block_q: int | None = None,
 ) -> np.ndarray:
     r"""Attention of every query to the universal key set (plus a local window) only.
 
@@ -175,8 +179,10 @@ def lev_attention(
         Seed of the sketched scores (``score_method="sketch"``); unused otherwise.
     score_method : {"exact", "sketch"}
         How the scores are computed (see :func:`lev_key_set`).
-    block_q : int
-        Queries per block: memory O(block_q (|U| + block_q + 2 local_window)).
+    block_q : int, optional
+        Queries per block (a speed knob: the output is the same to rounding): memory
+        O(block_q (|U| + block_q + 2 local_window)). Default 1024 without a local window, 256
+        with one.
 
     Returns
     -------
@@ -196,6 +202,8 @@ def lev_attention(
     """
     p = _parse_kernel(kernel)
     local_window = check_int(local_window, "local_window", minimum=0)
+    if block_q is None:
+        block_q = BLOCK_Q_WINDOW if local_window else BLOCK_Q
     block_q = check_int(block_q, "block_q", minimum=1)
     if (eps is None) == (k is None):
         raise ValueError("give exactly one of eps (score threshold) and k (number of keys)")
