@@ -377,3 +377,14 @@ def test_lev_attention_distributed_limits():
         sketchla.distributed.lev_attention(Q, K, K[:40], 0.1)
     out = sketchla.distributed.lev_attention(Q, K, K, 1.0)  # no key has leverage 1: empty set
     np.testing.assert_array_equal(out, np.zeros((3, 4)))
+
+
+def test_sketch_of_a_dask_array_with_unknown_rows_names_A():
+    A = da.from_array(np.ones((100, 3)), chunks=20)
+    A = A[A[:, 0] > 0]  # boolean indexing: unknown chunk sizes, shape (nan, 3)
+    with pytest.raises(ValueError, match=r"A must have a known number of rows"):
+        sketchla.sketch(A, 10)
+    np.testing.assert_allclose(
+        sketchla.sketch(A.compute_chunk_sizes(), 10, seed=1).compute(),
+        sketchla.sketch(np.ones((100, 3)), 10, seed=1),
+    )

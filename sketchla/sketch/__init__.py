@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -54,4 +55,10 @@ def sketch(
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     if not is_sparse(A) and lazy_forward(A) is None:  # dask arrays stay lazy
         A = as_dense(A, "A")
-    return KINDS[kind](m, A.shape[0], seed=seed, **params) @ A
+    n = A.shape[0]
+    if not isinstance(n, numbers.Integral):  # a dask array with unknown chunk sizes
+        raise ValueError(
+            f"A must have a known number of rows, got shape {A.shape} (for a dask array, "
+            "call A.compute_chunk_sizes() first)"
+        )
+    return KINDS[kind](m, n, seed=seed, **params) @ A
