@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import as_dense, is_sparse
+from .._backend import as_dense, compute_dtype, is_sparse
 from ..random import SeedLike
 from ._base import SketchOperator, lazy_forward
 from .gaussian import GaussianSketch
@@ -57,6 +57,7 @@ def sketch(
         A = as_dense(A, "A")
     n = A.shape[0]
     if not isinstance(n, numbers.Integral):  # a dask array with unknown chunk sizes
+        compute_dtype(A.dtype, "A")  # TypeError for complex / object dtypes first
         raise ValueError(
             f"A must have a known number of rows, got shape {A.shape} (for a dask array, "
             "call A.compute_chunk_sizes() first)"
