@@ -93,6 +93,15 @@ def _in_earlier_window(rank_row, qs_row, t, width):
 
 
 @numba.njit(cache=True, inline="always")
+def _dot_rows(A, i, B, r):
+    """``A[i] . B[r]`` (the accumulation order is fixed: the same bits on every thread)."""
+    acc = A[i, 0] * B[r, 0]
+    for k in range(1, A.shape[1]):
+        acc += A[i, k] * B[r, k]
+    return acc
+
+
+@numba.njit(cache=True, inline="always")
 def _merge_row(mx, tot, sq, out_row, logits, n, Vs, slots, m2):
     """Merge the n weighted terms ``exp(logits[u])`` (values ``Vs[slots[u]]``) into the running
     ``(mx, tot, sq, out_row)`` of one query (all terms relative to mx). Returns the new
@@ -167,10 +176,7 @@ def heavy_rounds(Q, K, V, order, rank, qorder, qstart, width, exclude, n_chunks)
                 for r in range(qs[i, t], qs[i, t] + width):
                     if Xs[r] or _in_earlier_window(Rs[r], qs[i], t, width):
                         continue
-                    acc = Q[i, 0] * Ks[r, 0]
-                    for k in range(1, d):
-                        acc += Q[i, k] * Ks[r, k]
-                    logits[n] = acc
+                    logits[n] = _dot_rows(Q, i, Ks, r)
                     slots[n] = r
                     n += 1
                 hmax[i], hsum[i], _ = _merge_row(
@@ -188,7 +194,7 @@ def light_windows(Q, Kp, Vp, perm, order, qstart, width, exclude_p, offsets, m, 
 
     Returns float64 ``(max, sum, sq, out)`` (``sq = sum_j exp(s_j - max)^2``), unweighted.
     """
-    n_q, d = Q.shape
+    n_q = Q.shape[0]
     n_k = Kp.shape[0]
     dv = Vp.shape[1]
     T = qstart.shape[0]
@@ -210,10 +216,7 @@ def light_windows(Q, Kp, Vp, perm, order, qstart, width, exclude_p, offsets, m, 
             r = offsets[i]
             for _ in range(m):
                 if not exclude_p[r] and stamp[perm[r]] != mark:
-                    acc = Q[i, 0] * Kp[r, 0]
-                    for k in range(1, d):
-                        acc += Q[i, k] * Kp[r, k]
-                    logits[n] = acc
+                    logits[n] = _dot_rows(Q, i, Kp, r)
                     slots[n] = r
                     n += 1
                 r += 1
