@@ -274,17 +274,17 @@ def restricted_attention_2d(
             if allowed is not None:
                 S[~allowed] = -np.inf
             m = S.max(axis=1)
+            no_max = ~np.isfinite(m)
+            m[no_max] = 0.0  # rows with no allowed key: all weights exp(-inf) = 0
             # a row with an allowed key and no finite maximum had its logits overflow
-            overflow = ~np.isfinite(m)
-            if allowed is not None:
-                overflow &= allowed.any(axis=1)
-            m[~np.isfinite(m)] = 0.0  # rows with no allowed key: all weights exp(-inf) = 0
+            overflow = no_max if allowed is None else no_max & allowed.any(axis=1)
             np.exp(S - m[:, None], out=S)
         else:
             np.abs(S, out=S)
             if allowed is not None:
                 S[~allowed] = 0.0
             m = S.max(axis=1)
+            overflow = ~np.isfinite(m)
             m[m == 0] = 1.0  # rows of zero weight stay zero
             S /= m[:, None]
             S **= dtype.type(p)
@@ -294,6 +294,6 @@ def restricted_attention_2d(
         out[qs:qe][nonzero] = numer[nonzero] / denom[nonzero, None]
         # overflowed logits (finite inputs near the largest float): NaN rows, which the
         # caller's raise_for_overflow reports, instead of silent zeros
-        overflow = ~np.isfinite(denom) if p is not None else overflow | ~np.isfinite(denom)
+        overflow |= ~np.isfinite(denom)
         out[qs:qe][overflow] = np.nan
     return out
