@@ -14,6 +14,7 @@ from numba import prange
 
 from .._jit import dual_kernel
 from .lsh import _fast_dual_kernel, inverse_gray64
+from .vexp import exp_nonpositive
 
 _U64 = np.uint64
 
@@ -102,102 +103,180 @@ def _dot_rows(A, i, B, r):
 
 
 @numba.njit(cache=True, inline="always")
-def _merge_row(mx, tot, sq, out_row, logits, n, Vs, slots, m2):
-    """Merge the n weighted terms ``exp(logits[u])`` (values ``Vs[slots[u]]``) into the running
-    ``(mx, tot, sq, out_row)`` of one query (all terms relative to mx). Returns the new
-    ``(mx, tot, sq)``."""
-    if n == 0:
-        return mx, tot, sq
-    dv = Vs.shape[1]
-    new = mx
+def _softmax_sums(logits, n, Vs, slots, out_row):
+    """``(max, sum, sq)`` of the n terms ``e_u = exp(logits[u] - max)`` (``sq = sum e_u^2``),
+    and ``out_row += sum_u e_u Vs[slots[u]]``; ``(-inf, 0, 0)`` for n = 0."""
+    mx = -np.inf
     for u in range(n):
-        new = max(new, logits[u])
-    if new > mx:
-        scale = np.exp(mx - new)
-        tot *= scale
-        sq *= scale * scale
-        for k in range(dv):
-            out_row[k] *= scale
-        mx = new
+        mx = max(mx, logits[u])
+    tot = 0.0
+    sq = 0.0
     for u in range(n):
-        e = np.exp(logits[u] - mx)
+        e = exp_nonpositive(logits[u] - mx)
+        logits[u] = e
         tot += e
-        if m2:
-            sq += e * e
+        sq += e * e
+    for u in range(n):
         r = slots[u]
-        for k in range(dv):
-            out_row[k] += e * Vs[r, k]
+        for k in range(Vs.shape[1]):
+            out_row[k] += logits[u] * Vs[r, k]
     return mx, tot, sq
 
 
 @_fast_dual_kernel
-def heavy_rounds(Q, K, V, order, rank, qorder, qstart, width, exclude, n_chunks):
+def heavy_rounds(Q, K, V, order, rank, qorder, qstart, width, exclude, mu, inv_sigma, n_chunks):
     """Exact partial sums of every query over the union of its windows (heavy part).
 
-    Round t: the keys are copied in the round's sorted order (``order[t]``), so query i's
-    window ``[qstart[t, i], qstart[t, i] + width)`` is contiguous; queries are visited in the
-    order ``qorder[t]`` (by window). A key already in the query's window of an earlier round
-    (tested through ``rank``) or with ``exclude`` True is skipped: each key counts once.
-    Rounds run in sequence and each query's terms are merged in a fixed order, so the result
+    Round t visits the queries in the order ``qorder[t]`` (by bucket), so the queries of one
+    bucket, which share the window ``order[t, qstart[t, i] : qstart[t, i] + width]``, follow
+    each other: the window's keys are loaded once for all of them. The queries' rows and
+    window starts are first gathered into that order and the round's sums scattered back
+    after, in two passes of independent loads (a query's state is not fetched at random
+    inside the long per-query loop). A key already in the query's window of an earlier round
+    (tested through ``rank``) or with ``exclude`` True is skipped: each key counts once. The
+    rounds are merged in sequence and each query's terms in a fixed order, so the result
     does not depend on the number of threads.
 
-    Returns float64 ``(max, sum, out)`` with ``sum = sum_j exp(s_j - max)`` and ``out =
-    sum_j exp(s_j - max) v_j`` (``max = -inf``, sums 0 for an empty set).
+    Returns float64 ``(max, sum, out, mom)`` with ``sum = sum_j exp(s_j - max)``, ``out =
+    sum_j exp(s_j - max) v_j`` (``max = -inf``, sums 0 for an empty set) and ``mom (n_q, 3)``
+    = (count, sum z, sum z^2) of the standardised logits ``z = (s - mu_i) inv_sigma_i`` of the
+    heavy keys (for the light part's control variate).
     """
     n_q, d = Q.shape
-    n_k = K.shape[0]
     dv = V.shape[1]
     T = order.shape[0]
     hmax = np.full(n_q, -np.inf)
     hsum = np.zeros(n_q)
     hout = np.zeros((n_q, dv))
+    hmom = np.zeros((n_q, 3))
     qs = np.ascontiguousarray(qstart.T).astype(np.int32)
-    Ks = np.empty((n_k, d), dtype=K.dtype)
-    Vs = np.empty((n_k, dv), dtype=V.dtype)
-    Rs = np.empty((n_k, T), dtype=np.int32)
-    Xs = np.empty(n_k, dtype=np.bool_)
+    # one round's queries in bucket order, and its sums in that order
+    Qs = np.empty((n_q, d), dtype=Q.dtype)
+    QS = np.empty((n_q, T), dtype=np.int32)
+    MU = np.empty((n_q, 2))
+    rmax = np.empty(n_q)
+    rsum = np.empty(n_q)
+    rout = np.empty((n_q, dv))
+    rmom = np.empty((n_q, 3))
     per = (n_q + n_chunks - 1) // n_chunks
+    w32 = np.uint32(width)
     for t in range(T):
-        for r in prange(n_k):
-            j = order[t, r]
+        for p in prange(n_q):
+            i = qorder[t, p]
             for k in range(d):
-                Ks[r, k] = K[j, k]
-            for k in range(dv):
-                Vs[r, k] = V[j, k]
-            for u in range(t):
-                Rs[r, u] = rank[j, u]
-            Xs[r] = exclude[j]
+                Qs[p, k] = Q[i, k]
+            for v in range(t + 1):
+                QS[p, v] = qs[i, v]
+            MU[p, 0] = mu[i]
+            MU[p, 1] = inv_sigma[i]
         for c in prange(n_chunks):
-            logits = np.empty(width, dtype=np.float64)
-            slots = np.empty(width, dtype=np.int64)
+            Wk = np.empty((width, d), dtype=K.dtype)  # the window's keys
+            Wv = np.empty((width, dv), dtype=V.dtype)
+            Rt = np.empty((T, width), dtype=np.int32)  # their slots in earlier rounds
+            kept = np.empty(width, dtype=np.int32)  # 0 for an excluded key
+            ok = np.empty(width, dtype=np.int32)
+            acc = np.empty(width)
+            e = np.empty(width)
+            loaded = -1
             for p in range(c * per, min(n_q, (c + 1) * per)):
-                i = qorder[t, p]
-                n = 0
-                for r in range(qs[i, t], qs[i, t] + width):
-                    if Xs[r] or _in_earlier_window(Rs[r], qs[i], t, width):
-                        continue
-                    logits[n] = _dot_rows(Q, i, Ks, r)
-                    slots[n] = r
-                    n += 1
-                hmax[i], hsum[i], _ = _merge_row(
-                    hmax[i], hsum[i], 0.0, hout[i], logits, n, Vs, slots, False
-                )
-    return hmax, hsum, hout
+                s = QS[p, t]
+                if s != loaded:
+                    for u in range(width):
+                        j = order[t, s + u]
+                        for k in range(d):
+                            Wk[u, k] = K[j, k]
+                        for k in range(dv):
+                            Wv[u, k] = V[j, k]
+                        for v in range(t):
+                            Rt[v, u] = rank[j, v]
+                        kept[u] = 0 if exclude[j] else 1
+                    loaded = s
+                for u in range(width):
+                    acc[u] = _dot_rows(Qs, p, Wk, u)
+                    ok[u] = kept[u]
+                for v in range(t):
+                    q0 = QS[p, v]
+                    for u in range(width):
+                        ok[u] &= np.uint32(Rt[v, u] - q0) >= w32
+                mx = -np.inf
+                for u in range(width):
+                    if ok[u]:
+                        mx = max(mx, acc[u])
+                tot = 0.0
+                cnt = 0.0
+                sz = 0.0
+                sz2 = 0.0
+                for u in range(width):
+                    e[u] = exp_nonpositive(acc[u] - mx) if ok[u] else 0.0
+                    tot += e[u]
+                    z = (acc[u] - MU[p, 0]) * MU[p, 1] if ok[u] else 0.0
+                    cnt += ok[u]
+                    sz += z
+                    sz2 += z * z
+                rmax[p] = mx
+                rsum[p] = tot
+                rmom[p, 0] = cnt
+                rmom[p, 1] = sz
+                rmom[p, 2] = sz2
+                for k in range(dv):
+                    rout[p, k] = 0.0
+                for u in range(width):
+                    if ok[u]:
+                        for k in range(dv):
+                            rout[p, k] += e[u] * Wv[u, k]
+        for p in prange(n_q):
+            i = qorder[t, p]
+            for k in range(3):
+                hmom[i, k] += rmom[p, k]
+            if rmax[p] == -np.inf:
+                continue
+            mx = max(hmax[i], rmax[p])
+            a = exp_nonpositive(hmax[i] - mx)
+            b = exp_nonpositive(rmax[p] - mx)
+            hsum[i] = hsum[i] * a + rsum[p] * b
+            for k in range(dv):
+                hout[i, k] = hout[i, k] * a + rout[p, k] * b
+            hmax[i] = mx
+    return hmax, hsum, hout, hmom
+
+
+@numba.njit(cache=True, inline="always")
+def _light_logits(
+    Q, i, Kp, perm, order, qstart, width, exclude_p, r, m, stamp, mark, logits, slots
+):
+    """Logits of query i against the m keys at slots ``r, r + 1, ...`` (cyclically) of the
+    random order ``perm``, skipping excluded keys and keys in one of the query's windows
+    (marked ``mark`` in ``stamp`` here): written to ``logits[:n]`` with their slots; returns n."""
+    n_k = Kp.shape[0]
+    for t in range(qstart.shape[0]):
+        for u in range(qstart[t, i], qstart[t, i] + width):
+            stamp[order[t, u]] = mark
+    n = 0
+    for _ in range(m):
+        if not exclude_p[r] and stamp[perm[r]] != mark:
+            logits[n] = _dot_rows(Q, i, Kp, r)
+            slots[n] = r
+            n += 1
+        r += 1
+        if r == n_k:
+            r = 0
+    return n
 
 
 @_fast_dual_kernel
-def light_windows(Q, Kp, Vp, perm, order, qstart, width, exclude_p, offsets, m, n_chunks):
+def light_windows(Q, Kp, Vp, perm, order, qstart, width, exclude_p, offsets, visit, m, n_chunks):
     """Light partial sums: query i takes the m keys at slots ``offsets[i], offsets[i] + 1, ...``
     (cyclically) of the random key order ``perm`` (``Kp``, ``Vp``, ``exclude_p`` are K, V and
     the exclusion mask in that order); a key in one of the query's windows (any round, keys
-    ``order[t, qstart[t, i] : qstart[t, i] + width]``) or excluded contributes 0.
+    ``order[t, qstart[t, i] : qstart[t, i] + width]``) or excluded contributes 0. Queries are
+    visited in the order ``visit`` (by offset: queries that follow each other read mostly the
+    same rows).
 
     Returns float64 ``(max, sum, sq, out)`` (``sq = sum_j exp(s_j - max)^2``), unweighted.
     """
     n_q = Q.shape[0]
     n_k = Kp.shape[0]
     dv = Vp.shape[1]
-    T = qstart.shape[0]
     lmax = np.full(n_q, -np.inf)
     lsum = np.zeros(n_q)
     lsq = np.zeros(n_q)
@@ -207,22 +286,88 @@ def light_windows(Q, Kp, Vp, perm, order, qstart, width, exclude_p, offsets, m, 
         stamp = np.zeros(n_k, dtype=np.int32)
         logits = np.empty(m, dtype=np.float64)
         slots = np.empty(m, dtype=np.int64)
-        for i in range(c * per, min(n_q, (c + 1) * per)):
-            mark = np.int32(i - c * per + 1)
-            for t in range(T):
-                for r in range(qstart[t, i], qstart[t, i] + width):
-                    stamp[order[t, r]] = mark
-            n = 0
-            r = offsets[i]
-            for _ in range(m):
-                if not exclude_p[r] and stamp[perm[r]] != mark:
-                    logits[n] = _dot_rows(Q, i, Kp, r)
-                    slots[n] = r
-                    n += 1
-                r += 1
-                if r == n_k:
-                    r = 0
-            lmax[i], lsum[i], lsq[i] = _merge_row(
-                -np.inf, 0.0, 0.0, lout[i], logits, n, Vp, slots, True
+        for p in range(c * per, min(n_q, (c + 1) * per)):
+            i = visit[p]
+            mark = np.int32(p - c * per + 1)
+            n = _light_logits(
+                Q,
+                i,
+                Kp,
+                perm,
+                order,
+                qstart,
+                width,
+                exclude_p,
+                offsets[i],
+                m,
+                stamp,
+                mark,
+                logits,
+                slots,
             )
+            lmax[i], lsum[i], lsq[i] = _softmax_sums(logits, n, Vp, slots, lout[i])
     return lmax, lsum, lsq, lout
+
+
+#: columns of :func:`light_moments`' output per half of the samples
+N_MOMENTS = 9
+
+
+@_fast_dual_kernel
+def light_moments(
+    Q, Kp, perm, order, qstart, width, exclude_p, offsets, visit, m, mu, inv_sigma, n_chunks
+):
+    r"""The light samples of :func:`light_windows`, summarised for a regression on the
+    standardised logits :math:`z = (s - \mu_i) / \sigma_i` (``inv_sigma`` = 1/sigma, 0 for
+    sigma = 0), separately for the two halves of the draws (draw number ``u`` even: half 0,
+    odd: half 1). With :math:`e = \exp(s - \max)` over query i's kept samples, returns
+    ``max (n_q,)`` and float64 ``mom (n_q, 2, 9)``: per half :math:`(c, \sum z, \sum z^2,
+    \sum z^3, \sum z^4, \sum e, \sum e z, \sum e z^2, \sum e^2)` over its c kept samples,
+    summed in draw order."""
+    n_q = Q.shape[0]
+    n_k = Kp.shape[0]
+    lmax = np.full(n_q, -np.inf)
+    mom = np.zeros((n_q, 2, N_MOMENTS))
+    per = (n_q + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        stamp = np.zeros(n_k, dtype=np.int32)
+        logits = np.empty(m, dtype=np.float64)
+        slots = np.empty(m, dtype=np.int64)
+        for p in range(c * per, min(n_q, (c + 1) * per)):
+            i = visit[p]
+            mark = np.int32(p - c * per + 1)
+            n = _light_logits(
+                Q,
+                i,
+                Kp,
+                perm,
+                order,
+                qstart,
+                width,
+                exclude_p,
+                offsets[i],
+                m,
+                stamp,
+                mark,
+                logits,
+                slots,
+            )
+            mx = -np.inf
+            for u in range(n):
+                mx = max(mx, logits[u])
+            lmax[i] = mx
+            for u in range(n):
+                h = (slots[u] - offsets[i] + n_k) % n_k % 2
+                z = (logits[u] - mu[i]) * inv_sigma[i]
+                e = exp_nonpositive(logits[u] - mx)
+                z2 = z * z
+                mom[i, h, 0] += 1.0
+                mom[i, h, 1] += z
+                mom[i, h, 2] += z2
+                mom[i, h, 3] += z2 * z
+                mom[i, h, 4] += z2 * z2
+                mom[i, h, 5] += e
+                mom[i, h, 6] += e * z
+                mom[i, h, 7] += e * z2
+                mom[i, h, 8] += e * e
+    return lmax, mom

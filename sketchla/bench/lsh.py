@@ -12,7 +12,9 @@ Compared in one interleaved run per phase:
   (logits scaled by 1/sqrt(d)).
 
 * the multi-round heavy part (``heavy="multiround"``, ``MULTIROUND`` below: T = 32 rounds of
-  b = 16-key code-aligned windows, m = 512 per-query light samples) on the same instances.
+  b = 16-key code-aligned windows, m = 512 per-query light samples) on the same instances,
+  with the Horvitz-Thompson light sum and with the cross-fitted quadratic control variate
+  (``control="quadratic"``).
 
 Goal of issue 4 (2-core machine): approx_rowsums >= 20x faster than exact at n = 65536, d = 64
 with median relative error <= 5% on flat and planted.
@@ -57,6 +59,13 @@ COMPARISONS = [
     Comparison(
         "approx_rowsums multiround (b=16, T=32, m=512) vs exact",
         "approx_rowsums multiround",
+        "exact lse",
+        20.0,
+        "speed-up",
+    ),
+    Comparison(
+        "approx_rowsums multiround + control variate vs exact",
+        "approx_rowsums multiround cv",
         "exact lse",
         20.0,
         "speed-up",
@@ -109,6 +118,10 @@ def run(
         Case("approx_rowsums default", lambda: approx_rowsums(Q, K, seed=seed)),
         Case(label, lambda: approx_rowsums(Q, K, sample_size=m, seed=seed)),
         Case("approx_rowsums multiround", lambda: approx_rowsums(Q, K, seed=seed, **MULTIROUND)),
+        Case(
+            "approx_rowsums multiround cv",
+            lambda: approx_rowsums(Q, K, seed=seed, control="quadratic", **MULTIROUND),
+        ),
         # seconds per call at full size: fewer repetitions
         Case("exact lse", lambda: exact_log_rowsums(Q, K), repeat=min(repeat, 2)),
     ]
@@ -135,6 +148,7 @@ def run(
             ("m=256", {"sample_size": 256}),
             (f"m={m}", {"sample_size": m}),
             ("multiround", MULTIROUND),
+            ("multiround cv", {**MULTIROUND, "control": "quadratic"}),
         ):
             est = approx_rowsums(Qi, Ki, seed=seed, **kwargs)
             assert isinstance(est, np.ndarray)

@@ -50,6 +50,7 @@ import numpy as np
 from .._kernels import multiround as kernels
 from ..lsh import mips_augment
 from ..random import STREAM_MULTIROUND_PLANES, STREAM_MULTIROUND_SAMPLES, SeedLike, stream
+from .control import logit_standardisation, regression_light_sums, standardised_sums
 from .partials import Partial
 
 __all__ = ["MAX_BITS", "default_bits", "light_sample_count", "multiround_partials"]
@@ -98,11 +99,17 @@ def multiround_partials(
     seed: SeedLike,
     exclude: np.ndarray | None = None,
     norm_aware: bool = False,
+    control: bool = False,
 ) -> tuple[Partial, Partial]:
     """Heavy and light partials (see the module docstring) of batched ``Q (B, n_q, d)``
     (already scaled), ``K (B, n_k, d)``, ``V (B, n_k, d_v)`` or None, with ``exclude (B, n_k)``
     bool keys (the global keys) left out of both. The light partial includes the weights
-    n_k / m and its ``lse2`` (log of the sum of squared weighted terms)."""
+    n_k / m and its ``lse2`` (log of the sum of squared weighted terms).
+
+    ``control`` (V None only): the light sum is the regression estimate of
+    :mod:`sketchla.kde.control` (a quadratic in the standardised logit fitted to the samples)
+    instead of Horvitz-Thompson, and the light partial carries ``lse_se`` instead of ``lse2``.
+    """
     B, n_q, d = Q.shape
     n_k = K.shape[1]
     width = min(block_size, n_k)
@@ -114,9 +121,12 @@ def multiround_partials(
     planes = planes.reshape(dh, n_rounds * n_bits).astype(dtype)
     samples = stream(seed, STREAM_MULTIROUND_SAMPLES)
     dv = 0 if V is None else V.shape[-1]
+    if control and V is not None:
+        raise ValueError("the control variate estimates row sums only (V must be None)")
     n_chunks = int(min(_MAX_CHUNKS, n_q))
     log_w = math.log(n_k) - math.log(m) if m > 0 else 0.0
     lse = {name: np.empty((B, n_q)) for name in ("heavy", "light", "light2")}
+    no_moments = np.zeros(n_q)
     outs = {name: np.empty((B, n_q, dv)) for name in ("heavy", "light")}
     for b in range(B):
         Kb = np.ascontiguousarray(K[b])
@@ -129,14 +139,47 @@ def multiround_partials(
         qstart = kernels.window_starts(qpos, start, width, n_k, work=qpos.nbytes)
         rank = kernels.ranks_of(order, work=order.nbytes)
         Qb = np.ascontiguousarray(Q[b])
+        mu, inv_sigma = logit_standardisation(Qb, Kb) if control else (no_moments, no_moments)
         work = n_q * (n_rounds * width + m) * (d + dv) * dtype.itemsize
-        hmax, hsum, hout = kernels.heavy_rounds(
-            Qb, Kb, Vb, order, rank, qorder, qstart, width, ex, n_chunks, work=work
+        hmax, hsum, hout, hmom = kernels.heavy_rounds(
+            Qb,
+            Kb,
+            Vb,
+            order,
+            rank,
+            qorder,
+            qstart,
+            width,
+            ex,
+            mu,
+            inv_sigma,
+            n_chunks,
+            work=work,
         )
         # light samples: m consecutive slots (cyclic) of a random key permutation, from an
         # independent uniform offset per query
         perm = np.argsort(samples.uint64(b * n_k + np.arange(n_k)), kind="stable")
         offsets = samples.integers(B * n_k + b * n_q + np.arange(n_q), n_k)
+        visit = np.argsort(offsets, kind="stable")
+        if control:
+            lse["light"][b], lse["light2"][b] = _regression_light(
+                Qb,
+                Kb,
+                ex,
+                perm,
+                order,
+                qstart,
+                width,
+                offsets,
+                visit,
+                m,
+                mu,
+                inv_sigma,
+                hmom,
+                n_chunks,
+            )
+            lse["heavy"][b] = _log_sum(hsum, hmax)
+            continue
         lmax, lsum, lsq, lout = kernels.light_windows(
             Qb,
             np.ascontiguousarray(Kb[perm]),
@@ -147,17 +190,20 @@ def multiround_partials(
             width,
             np.ascontiguousarray(ex[perm]),
             offsets,
+            visit,
             m,
             n_chunks,
             work=work,
         )
-        with np.errstate(divide="ignore"):
-            hm, lm = (np.where(np.isfinite(x), x, 0.0) for x in (hmax, lmax))
-            lse["heavy"][b] = np.log(hsum) + hm
-            lse["light"][b] = np.log(lsum) + lm + log_w
-            lse["light2"][b] = np.log(lsq) + 2 * (lm + log_w)
+        lse["heavy"][b] = _log_sum(hsum, hmax)
+        lse["light"][b] = _log_sum(lsum, lmax) + log_w
+        lse["light2"][b] = _log_sum(lsq, 2 * lmax) + 2 * log_w
         outs["heavy"][b] = hout / np.where(hsum > 0, hsum, 1.0)[:, None]
         outs["light"][b] = lout / np.where(lsum > 0, lsum, 1.0)[:, None]
+    if control:
+        return Partial(lse["heavy"].astype(dtype)), Partial(
+            lse["light"].astype(dtype), lse_se=lse["light2"].astype(dtype)
+        )
     if V is None:
         return Partial(lse["heavy"].astype(dtype)), Partial(
             lse["light"].astype(dtype), None, lse["light2"].astype(dtype)
@@ -167,3 +213,47 @@ def multiround_partials(
         lse["light"].astype(dtype), outs["light"].astype(dtype), lse["light2"].astype(dtype)
     )
     return heavy, light
+
+
+def _log_sum(total: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``log(total) + shift`` with ``-inf`` for an empty sum (``shift = -inf``, total 0)."""
+    with np.errstate(divide="ignore"):
+        return np.log(total) + np.where(np.isfinite(shift), shift, 0.0)
+
+
+def _regression_light(
+    Qb, Kb, ex, perm, order, qstart, width, offsets, visit, m, mu, inv_sigma, hmom, n_chunks
+):
+    """``(lse, lse_se)`` of the light part of one batch entry by the regression estimator of
+    :mod:`sketchla.kde.control`: the samples of :func:`kernels.light_windows`, summarised by
+    their moments, and the heavy and global keys removed from the light population."""
+    n_k = Kb.shape[0]
+    if m == 0:
+        empty = np.full(Qb.shape[0], -np.inf)
+        return empty, empty
+    removed = hmom.copy()
+    if ex.any():
+        Kg = Kb[ex]
+        for s in range(0, Qb.shape[0], _PROJECT_ROWS):
+            S = Qb[s : s + _PROJECT_ROWS].astype(np.float64) @ Kg.T.astype(np.float64)
+            removed[s : s + _PROJECT_ROWS] += standardised_sums(
+                S, mu[s : s + _PROJECT_ROWS], inv_sigma[s : s + _PROJECT_ROWS]
+            )
+    lmax, mom = kernels.light_moments(
+        Qb,
+        np.ascontiguousarray(Kb[perm]),
+        perm,
+        order,
+        qstart,
+        width,
+        np.ascontiguousarray(ex[perm]),
+        offsets,
+        visit,
+        m,
+        mu,
+        inv_sigma,
+        n_chunks,
+        work=Qb.shape[0] * m * Qb.shape[1] * Qb.dtype.itemsize,
+    )
+    total, stderr = regression_light_sums(mom, removed, inv_sigma, n_k, m)
+    return _log_sum(total, lmax), _log_sum(stderr, lmax)

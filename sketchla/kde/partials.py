@@ -62,11 +62,13 @@ CHUNK_ENTRIES = 2**22
 @dataclass(frozen=True)
 class Partial:
     """``lse (B, n_q)``, ``out (B, n_q, d_v)`` or None, and ``lse2 (B, n_q)`` = log of the sum
-    of squared weighted terms (only when requested, for standard errors)."""
+    of squared weighted terms (only when requested, for standard errors), or ``lse_se (B,
+    n_q)`` = log of the standard error of ``exp(lse)`` where the estimator supplies its own."""
 
     lse: np.ndarray
     out: np.ndarray | None = None
     lse2: np.ndarray | None = None
+    lse_se: np.ndarray | None = None
 
 
 def softmax_partial(

@@ -59,6 +59,7 @@ def approx_rowsums(
     pilot_size: int = 32,
     norm_aware: bool = False,
     shared_samples: bool = False,
+    control: str | None = None,
     return_stderr: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     r"""Estimate :math:`\log D_{ii} = \log \sum_j \exp(q_i \cdot k_j)` for every query (ApproxD).
@@ -130,6 +131,16 @@ def approx_rowsums(
         One sample set for all queries (the paper's sampling matrix) instead of an independent
         set per query block (default). Each row's estimate has the same distribution either
         way; independent sets decorrelate the errors of different blocks.
+    control : {None, "quadratic"}
+        "multiround" only. "quadratic": each light sum is a cross-fitted regression estimate
+        (:mod:`sketchla.kde.control`): a quadratic in the row's standardised logit
+        :math:`z = (s - \mu_i)/\sigma_i`, fitted on one half of the row's draws and summed
+        exactly over its light keys (their moments come from one d x d matrix, O(n d^2)),
+        plus the other half's residuals; unbiased like None, with about :math:`1 - R^2` of
+        its variance (:math:`R^2`: the share of the light terms' variance a quadratic in the
+        logit explains). Measured at n = 65536, d = 64 (``sketchla bench lsh``, b = 16,
+        T = 32, m = 512): median relative error 3.8% -> 1.3% on flat, 6.9% -> 4.9% on planted,
+        at about 10% more time. None (default): the Horvitz-Thompson sum.
     return_stderr : bool
         Also return a per-row standard-error estimate of :math:`\log \tilde D_{ii}`: the sample
         standard deviation of the light terms (times the finite-population factor without
@@ -180,6 +191,10 @@ def approx_rowsums(
         raise ValueError(
             "heavy='multiround' supports light='uniform' only, without kappa or shared_samples"
         )
+    if control not in (None, "quadratic"):
+        raise ValueError(f"control must be None or 'quadratic', got {control!r}")
+    if control is not None and not mr:
+        raise ValueError(f"control={control!r} needs heavy='multiround', got heavy={heavy!r}")
 
     seed = as_seed_sequence(seed)  # one entropy draw for seed=None
     batch_shape = Q.shape[:-2]
@@ -187,7 +202,9 @@ def approx_rowsums(
     B, n_q, n_k = Qb.shape[0], Qb.shape[1], Kb.shape[1]
     G = global_mask(Kb, global_keys)
     if mr:
-        log_d, stderr = _multiround(Qb, Kb, G, block_size, n_bits, n_rounds, m, seed, norm_aware)
+        log_d, stderr = _multiround(
+            Qb, Kb, G, block_size, n_bits, n_rounds, m, seed, norm_aware, control is not None
+        )
         return _finish(log_d, stderr if return_stderr else None, batch_shape, n_q)
     parts = []
     blocks = None
@@ -251,7 +268,7 @@ def heavy_parameters(
     return b, bits, 1
 
 
-def _multiround(Qb, Kb, G, block_size, n_bits, n_rounds, m, seed, norm_aware):
+def _multiround(Qb, Kb, G, block_size, n_bits, n_rounds, m, seed, norm_aware, control):
     """``(log_d, stderr)`` with the multi-round heavy part (:mod:`sketchla.kde.multiround`)."""
     B, n_q, n_k = Qb.shape[0], Qb.shape[1], Kb.shape[1]
     heavy, light = multiround_partials(
@@ -265,6 +282,7 @@ def _multiround(Qb, Kb, G, block_size, n_bits, n_rounds, m, seed, norm_aware):
         seed=seed,
         exclude=G,
         norm_aware=norm_aware,
+        control=control,
     )
     lses = [heavy.lse, light.lse]
     if G is not None:
@@ -273,6 +291,8 @@ def _multiround(Qb, Kb, G, block_size, n_bits, n_rounds, m, seed, norm_aware):
     m_eff = light_sample_count(m, n_k)
     if m_eff == 0:
         return log_d, np.zeros((B, n_q), dtype=Qb.dtype)
+    if light.lse_se is not None:
+        return log_d, np.exp(light.lse_se - log_d).astype(Qb.dtype)
     with np.errstate(invalid="ignore", divide="ignore"):
         stderr = _log_stderr(light, log_d, m_eff, 1.0 - m_eff / n_k)
     return log_d, stderr

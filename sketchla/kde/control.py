@@ -1,0 +1,166 @@
+r"""A quadratic control variate for the light part of a row sum (regression estimator).
+
+The light part of row i is :math:`L_i = \sum_{j \in \mathcal L_i} e^{s_{ij}}` over the keys
+:math:`\mathcal L_i` outside its heavy set, estimated from the c light keys that query i's
+uniform sample kept. Standardise the logits of row i by their mean and standard deviation over
+*all* n keys,
+
+.. math::
+    z_{ij} = (s_{ij} - \mu_i) / \sigma_i, \qquad \mu_i = q_i \cdot \bar k, \qquad
+    \sigma_i^2 = q_i^\top C q_i / n, \quad C = \sum_j (k_j - \bar k)(k_j - \bar k)^\top,
+
+so that :math:`\sum_j z_{ij} = 0` and :math:`\sum_j z_{ij}^2 = n` for every query, from one
+d x d moment matrix (O(n d^2) work, no n x n product). The control variate is the quadratic
+:math:`\hat y(z) = \beta_0 + \beta_1 z + \beta_2 z^2` fitted to :math:`e^{s}` by least squares;
+its exact total over the light keys needs only their moments :math:`P_i = (|\mathcal L_i|,
+\sum_{\mathcal L_i} z, \sum_{\mathcal L_i} z^2)`, those of all keys minus those of the heavy
+(and global) keys. The samples only estimate the residual :math:`e^s - \hat y(z)`.
+
+**Cross-fitting** keeps the estimate exactly unbiased: the m draws (uniform without
+replacement) are split by draw number into halves h and o; :math:`\beta^{(h)}` is fitted on
+the kept draws of h alone and corrected with the held-out half o, a uniform subset of the
+:math:`n - m_h` keys not drawn in h,
+
+.. math::
+    \hat L_i^{(h)} = \beta^{(h)} \cdot P_i + \sum_{j \in h \cap \mathcal L_i} r_j
+      + \frac{n - m_h}{m_o} \sum_{j \in o \cap \mathcal L_i} r_j,
+    \qquad r_j = e^{s_{ij}} - \hat y^{(h)}(z_{ij}),
+
+which is unbiased given h for any fitted :math:`\beta^{(h)}`; :math:`\hat L_i` is the mean of
+the two directions. Its standard error comes from the held-out residuals (Horvitz-Thompson
+variance without replacement). This is the regression (GREG) estimator of survey sampling
+(Cochran, *Sampling Techniques*, 3rd ed., 1977, ch. 7; Särndal, Swensson & Wretman, *Model
+Assisted Survey Sampling*, 1992, §6.4) with the fit cross-fitted; its variance is about
+:math:`1 - R_i^2` times that of the plain Horvitz-Thompson sum, :math:`R_i^2` being the share
+of the variance of :math:`e^{s}` over the light keys that a quadratic in the logit explains.
+Measured (n = 65536, d = 64, logits scaled by 1/sqrt(d), 512 draws): :math:`1 - R^2` is about
+0.12 on the flat instance (median error 3.8% -> 1.3%) and 0.2-0.3 on the planted one once its
+largest keys are exact. It helps little where a few keys carry the light mass (a needle the
+windows missed): finding those is the heavy part's job.
+
+Rows with fewer than ``MIN_SAMPLES`` kept draws in either half, or whose estimate is not
+positive, fall back to the Horvitz-Thompson sum. The switch depends on the draws, so the
+exact unbiasedness holds for rows that never switch (rows with enough light keys, where a
+non-positive estimate is a rare, large negative residual).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "MIN_SAMPLES",
+    "logit_standardisation",
+    "regression_light_sums",
+    "standardised_sums",
+]
+
+#: fewest kept light samples in each half for which the quadratic (3 coefficients) is fitted
+MIN_SAMPLES = 8
+
+
+def logit_standardisation(Q: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""``(mu, inv_sigma)``, float64 (n_q,): the mean :math:`\mu_i = q_i \cdot \bar k` and the
+    inverse standard deviation :math:`1/\sigma_i` (0 where :math:`\sigma_i = 0`) of the logits
+    :math:`q_i \cdot k_j` of each row of ``Q (n_q, d)`` over the keys ``K (n_k, d)``."""
+    K64 = K.astype(np.float64)
+    kbar = K64.mean(axis=0)
+    Kc = K64 - kbar
+    C = Kc.T @ Kc / K.shape[0]
+    Q64 = Q.astype(np.float64)
+    mu = Q64 @ kbar
+    var = np.einsum("id,id->i", Q64 @ C, Q64)
+    with np.errstate(divide="ignore"):
+        inv_sigma = np.where(var > 0, 1.0 / np.sqrt(np.maximum(var, 0.0)), 0.0)
+    return mu, inv_sigma
+
+
+def standardised_sums(S: np.ndarray, mu: np.ndarray, inv_sigma: np.ndarray) -> np.ndarray:
+    """(count, sum z, sum z^2) per row of logits ``S (n_q, g)`` (-inf entries skipped):
+    the moments of a set of keys (the global keys) removed from the light population."""
+    finite = np.isfinite(S)
+    z = np.where(finite, (S - mu[:, None]) * inv_sigma[:, None], 0.0)
+    return np.stack([finite.sum(axis=1).astype(np.float64), z.sum(axis=1), (z * z).sum(axis=1)], 1)
+
+
+def _fit(mom: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients (n_q, 3) of e on (1, z, z^2) from one half's moments."""
+    G = mom[:, [0, 1, 2, 1, 2, 3, 2, 3, 4]].reshape(-1, 3, 3)
+    return np.einsum("nij,nj->ni", np.linalg.pinv(G, rcond=1e-12, hermitian=True), mom[:, 5:8])
+
+
+def _residual_sums(beta: np.ndarray, mom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and sum of squares of the residuals ``e - beta . (1, z, z^2)`` over one half."""
+    G = mom[:, [0, 1, 2, 1, 2, 3, 2, 3, 4]].reshape(-1, 3, 3)
+    first = mom[:, 5] - np.einsum("ni,ni->n", beta, mom[:, :3])
+    second = (
+        mom[:, 8]
+        - 2 * np.einsum("ni,ni->n", beta, mom[:, 5:8])
+        + np.einsum("ni,nij,nj->n", beta, G, beta)
+    )
+    return first, np.maximum(second, 0.0)
+
+
+def regression_light_sums(
+    mom: np.ndarray,
+    removed: np.ndarray,
+    inv_sigma: np.ndarray,
+    n_k: int,
+    m: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Cross-fitted light sums and their standard errors, both relative to each row's
+    sample maximum.
+
+    Parameters
+    ----------
+    mom : (n_q, 2, 9) float64
+        Per row and half of the draws, over its c kept samples with :math:`e = \exp(s -
+        \max)`: :math:`(c, \sum z, \sum z^2, \sum z^3, \sum z^4, \sum e, \sum e z, \sum e
+        z^2, \sum e^2)`; half 0 holds draws 0, 2, 4, ... (``ceil(m/2)`` draws), half 1 the
+        others.
+    removed : (n_q, 3) float64
+        (count, sum z, sum z^2) of the keys outside the light population (heavy and global).
+    inv_sigma : (n_q,)
+        From :func:`logit_standardisation` (0 marks a row of equal logits).
+    n_k, m : int
+        Keys in all, and light samples drawn per row (uniform without replacement).
+
+    Returns
+    -------
+    total, stderr : (n_q,) float64
+        :math:`\hat L_i e^{-\max_i}` and its estimated standard error (from the held-out
+        residuals; for the Horvitz-Thompson fallback, from the terms); 0 without samples.
+    """
+    draws = ((m + 1) // 2, m // 2)
+    n_light = n_k - removed[:, 0]
+    pop = np.stack(
+        [n_light, -removed[:, 1], np.where(inv_sigma > 0, n_k, 0.0) - removed[:, 2]], axis=1
+    )
+    total = np.zeros(len(pop))
+    var = np.zeros(len(pop))
+    if draws[1] > 0:
+        for h in (0, 1):  # fit on half h, correct with the held-out half o
+            o = 1 - h
+            beta = _fit(mom[:, h])
+            own, _ = _residual_sums(beta, mom[:, h])
+            held, held2 = _residual_sums(beta, mom[:, o])
+            rest = n_k - draws[h]  # keys not drawn in half h: half o is a uniform subset
+            total += 0.5 * (np.einsum("ni,ni->n", beta, pop) + own + rest / draws[o] * held)
+            s2 = (held2 - held**2 / draws[o]) / max(draws[o] - 1, 1)
+            var += 0.25 * rest**2 * (1 - draws[o] / rest) / draws[o] * np.maximum(s2, 0.0)
+    both = mom.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Horvitz-Thompson: weights n_k / m on the m draws (zero terms for dropped draws)
+        ht = both[:, 5] * (n_k / m) if m > 0 else np.zeros(len(pop))
+        ratio = both[:, 8] / both[:, 5] ** 2
+        ht_rel = (
+            np.sqrt(np.maximum(m * ratio - 1.0, 0.0) / (m - 1) * (1.0 - m / n_k))
+            if m > 1
+            else np.full_like(ratio, np.inf)
+        )
+        ht_se = ht * ht_rel  # nan only without samples (0 * inf), set to 0 below
+    use_fit = (mom[:, :, 0].min(axis=1) >= MIN_SAMPLES) & np.isfinite(total) & (total > 0)
+    total = np.where(use_fit, total, ht)
+    stderr = np.where(use_fit, np.sqrt(var), ht_se)
+    empty = both[:, 0] == 0
+    return np.where(empty, 0.0, total), np.where(empty, 0.0, stderr)
