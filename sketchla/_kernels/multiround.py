@@ -332,6 +332,8 @@ def light_moments(
     for c in prange(n_chunks):
         stamp = np.zeros(n_k, dtype=np.int32)
         logits = np.empty(m, dtype=np.float64)
+        zs = np.empty(m, dtype=np.float64)
+        hs = np.empty(m, dtype=np.int64)
         slots = np.empty(m, dtype=np.int64)
         for p in range(c * per, min(n_q, (c + 1) * per)):
             i = visit[p]
@@ -356,18 +358,34 @@ def light_moments(
             for u in range(n):
                 mx = max(mx, logits[u])
             lmax[i] = mx
-            for u in range(n):
-                h = (slots[u] - offsets[i] + n_k) % n_k % 2
-                z = (logits[u] - mu[i]) * inv_sigma[i]
-                e = exp_nonpositive(logits[u] - mx)
-                z2 = z * z
-                mom[i, h, 0] += 1.0
-                mom[i, h, 1] += z
-                mom[i, h, 2] += z2
-                mom[i, h, 3] += z2 * z
-                mom[i, h, 4] += z2 * z2
-                mom[i, h, 5] += e
-                mom[i, h, 6] += e * z
-                mom[i, h, 7] += e * z2
-                mom[i, h, 8] += e * e
+            for u in range(n):  # vectorised: the exponentials and standardised logits
+                zs[u] = (logits[u] - mu[i]) * inv_sigma[i]
+                logits[u] = exp_nonpositive(logits[u] - mx)
+                hs[u] = (slots[u] - offsets[i] + n_k) % n_k % 2
+            for h in range(2):
+                c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = 0.0
+                for u in range(n):  # branch-free sums over the draws of half h
+                    w = 1.0 if hs[u] == h else 0.0
+                    z = zs[u]
+                    e = logits[u] * w
+                    zw = z * w
+                    z2w = z * zw
+                    c0 += w
+                    c1 += zw
+                    c2 += z2w
+                    c3 += z2w * z
+                    c4 += z2w * z * z
+                    c5 += e
+                    c6 += e * z
+                    c7 += e * z * z
+                    c8 += e * logits[u]
+                mom[i, h, 0] = c0
+                mom[i, h, 1] = c1
+                mom[i, h, 2] = c2
+                mom[i, h, 3] = c3
+                mom[i, h, 4] = c4
+                mom[i, h, 5] = c5
+                mom[i, h, 6] = c6
+                mom[i, h, 7] = c7
+                mom[i, h, 8] = c8
     return lmax, mom

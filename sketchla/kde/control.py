@@ -38,10 +38,10 @@ Measured (n = 65536, d = 64, logits scaled by 1/sqrt(d), 512 draws): :math:`1 - 
 largest keys are exact. It helps little where a few keys carry the light mass (a needle the
 windows missed): finding those is the heavy part's job.
 
-Rows with fewer than ``MIN_SAMPLES`` kept draws in either half, or whose estimate is not
-positive, fall back to the Horvitz-Thompson sum. The switch depends on the draws, so the
-exact unbiasedness holds for rows that never switch (rows with enough light keys, where a
-non-positive estimate is a rare, large negative residual).
+Rows with fewer than ``MIN_SAMPLES`` kept draws in either half, a numerically singular fit,
+or an estimate that is not positive fall back to the Horvitz-Thompson sum. The switch
+depends on the draws, so the exact unbiasedness holds for rows that never switch (rows with
+enough light keys, where a non-positive estimate is a rare, large negative residual).
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ __all__ = [
     "standardised_sums",
 ]
 
+#: rows per chunk of the float64 moment computations
+_CHUNK_ROWS = 8192
 #: fewest kept light samples in each half for which the quadratic (3 coefficients) is fitted
 MIN_SAMPLES = 8
 
@@ -62,14 +64,22 @@ MIN_SAMPLES = 8
 def logit_standardisation(Q: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r"""``(mu, inv_sigma)``, float64 (n_q,): the mean :math:`\mu_i = q_i \cdot \bar k` and the
     inverse standard deviation :math:`1/\sigma_i` (0 where :math:`\sigma_i = 0`) of the logits
-    :math:`q_i \cdot k_j` of each row of ``Q (n_q, d)`` over the keys ``K (n_k, d)``."""
-    K64 = K.astype(np.float64)
-    kbar = K64.mean(axis=0)
-    Kc = K64 - kbar
-    C = Kc.T @ Kc / K.shape[0]
-    Q64 = Q.astype(np.float64)
-    mu = Q64 @ kbar
-    var = np.einsum("id,id->i", Q64 @ C, Q64)
+    :math:`q_i \cdot k_j` of each row of ``Q (n_q, d)`` over the keys ``K (n_k, d)``.
+
+    Float64 throughout, the keys centred before their Gram matrix (no cancellation for keys
+    with a large common offset), in row chunks (no full-size float64 copy of Q or K)."""
+    kbar = K.mean(axis=0, dtype=np.float64)
+    C = np.zeros((K.shape[1], K.shape[1]))
+    for s in range(0, K.shape[0], _CHUNK_ROWS):
+        Kc = K[s : s + _CHUNK_ROWS].astype(np.float64) - kbar
+        C += Kc.T @ Kc
+    C /= K.shape[0]
+    mu = np.empty(Q.shape[0])
+    var = np.empty(Q.shape[0])
+    for s in range(0, Q.shape[0], _CHUNK_ROWS):
+        Qc = Q[s : s + _CHUNK_ROWS].astype(np.float64)
+        mu[s : s + _CHUNK_ROWS] = Qc @ kbar
+        var[s : s + _CHUNK_ROWS] = np.einsum("id,id->i", Qc @ C, Qc)
     with np.errstate(divide="ignore"):
         inv_sigma = np.where(var > 0, 1.0 / np.sqrt(np.maximum(var, 0.0)), 0.0)
     return mu, inv_sigma
@@ -83,21 +93,42 @@ def standardised_sums(S: np.ndarray, mu: np.ndarray, inv_sigma: np.ndarray) -> n
     return np.stack([finite.sum(axis=1).astype(np.float64), z.sum(axis=1), (z * z).sum(axis=1)], 1)
 
 
-def _fit(mom: np.ndarray) -> np.ndarray:
-    """Least-squares coefficients (n_q, 3) of e on (1, z, z^2) from one half's moments."""
-    G = mom[:, [0, 1, 2, 1, 2, 3, 2, 3, 4]].reshape(-1, 3, 3)
-    return np.einsum("nij,nj->ni", np.linalg.pinv(G, rcond=1e-12, hermitian=True), mom[:, 5:8])
+def _fit(mom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares coefficients (n_q, 3) of e on (1, z, z^2) from one half's moments, by
+    Cramer's rule on the 3 x 3 normal equations, and a flag (n_q,) marking rows whose normal
+    matrix is numerically singular (fewer than 3 distinct z, or cond >~ 1e12)."""
+    c, s1, s2, s3, s4 = (mom[:, k] for k in range(5))
+    b0, b1, b2 = (mom[:, k] for k in range(5, 8))
+    # cofactors of the symmetric matrix [[c, s1, s2], [s1, s2, s3], [s2, s3, s4]]
+    a00, a01, a02 = s2 * s4 - s3 * s3, s2 * s3 - s1 * s4, s1 * s3 - s2 * s2
+    a11, a12, a22 = c * s4 - s2 * s2, s1 * s2 - c * s3, c * s2 - s1 * s1
+    det = c * a00 + s1 * a01 + s2 * a02
+    scale = np.abs(c * s2 * s4) + np.abs(s1 * s3 * s2) + np.abs(s2**3) + 1e-300
+    ok = det > 1e-12 * scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = (
+            np.stack(
+                [
+                    a00 * b0 + a01 * b1 + a02 * b2,
+                    a01 * b0 + a11 * b1 + a12 * b2,
+                    a02 * b0 + a12 * b1 + a22 * b2,
+                ],
+                axis=1,
+            )
+            / np.where(ok, det, 1.0)[:, None]
+        )
+    return np.where(ok[:, None], beta, 0.0), ok
 
 
 def _residual_sums(beta: np.ndarray, mom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sum and sum of squares of the residuals ``e - beta . (1, z, z^2)`` over one half."""
-    G = mom[:, [0, 1, 2, 1, 2, 3, 2, 3, 4]].reshape(-1, 3, 3)
-    first = mom[:, 5] - np.einsum("ni,ni->n", beta, mom[:, :3])
-    second = (
-        mom[:, 8]
-        - 2 * np.einsum("ni,ni->n", beta, mom[:, 5:8])
-        + np.einsum("ni,nij,nj->n", beta, G, beta)
+    c, s1, s2, s3, s4 = (mom[:, k] for k in range(5))
+    g0, g1, g2 = beta[:, 0], beta[:, 1], beta[:, 2]
+    first = mom[:, 5] - (g0 * c + g1 * s1 + g2 * s2)
+    quad = (
+        g0 * g0 * c + g1 * g1 * s2 + g2 * g2 * s4 + 2 * (g0 * g1 * s1 + g0 * g2 * s2 + g1 * g2 * s3)
     )
+    second = mom[:, 8] - 2 * (g0 * mom[:, 5] + g1 * mom[:, 6] + g2 * mom[:, 7]) + quad
     return first, np.maximum(second, 0.0)
 
 
@@ -138,14 +169,16 @@ def regression_light_sums(
     )
     total = np.zeros(len(pop))
     var = np.zeros(len(pop))
+    fitted = np.full(len(pop), draws[1] > 0)
     if draws[1] > 0:
         for h in (0, 1):  # fit on half h, correct with the held-out half o
             o = 1 - h
-            beta = _fit(mom[:, h])
+            beta, ok = _fit(mom[:, h])
+            fitted &= ok
             own, _ = _residual_sums(beta, mom[:, h])
             held, held2 = _residual_sums(beta, mom[:, o])
             rest = n_k - draws[h]  # keys not drawn in half h: half o is a uniform subset
-            total += 0.5 * (np.einsum("ni,ni->n", beta, pop) + own + rest / draws[o] * held)
+            total += 0.5 * ((beta * pop).sum(axis=1) + own + rest / draws[o] * held)
             s2 = (held2 - held**2 / draws[o]) / max(draws[o] - 1, 1)
             var += 0.25 * rest**2 * (1 - draws[o] / rest) / draws[o] * np.maximum(s2, 0.0)
     both = mom.sum(axis=1)
@@ -159,7 +192,7 @@ def regression_light_sums(
             else np.full_like(ratio, np.inf)
         )
         ht_se = ht * ht_rel  # nan only without samples (0 * inf), set to 0 below
-    use_fit = (mom[:, :, 0].min(axis=1) >= MIN_SAMPLES) & np.isfinite(total) & (total > 0)
+    use_fit = fitted & (mom[:, :, 0].min(axis=1) >= MIN_SAMPLES) & np.isfinite(total) & (total > 0)
     total = np.where(use_fit, total, ht)
     stderr = np.where(use_fit, np.sqrt(var), ht_se)
     empty = both[:, 0] == 0
