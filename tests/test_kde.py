@@ -670,6 +670,20 @@ def test_control_variate_large_logits(dtype):
     assert np.all(est >= heavy - 1e-3 * np.abs(exact))
 
 
+def test_control_variate_is_exact_for_rows_of_equal_logits():
+    """A zero query row has equal logits: z = 0, the fit is the mean (1 in units of the row
+    maximum) and every residual vanishes, so the estimate is exact (log n_k), unlike the
+    Horvitz-Thompson sum, whose number of kept draws varies."""
+    rng = np.random.default_rng(4)
+    Q, K = rng.standard_normal((30, 5)), rng.standard_normal((700, 5))
+    Q[::3] = 0.0
+    kw = dict(heavy="multiround", block_size=8, n_rounds=3, sample_size=64, seed=1)
+    est = sketchla.approx_rowsums(Q, K, control="quadratic", **kw)
+    np.testing.assert_allclose(est[::3], np.log(700), rtol=1e-13)
+    plain = sketchla.approx_rowsums(Q, K, **kw)
+    assert np.abs(plain[::3] - np.log(700)).max() > 1e-3
+
+
 def test_control_variate_bad_input():
     Q = K = np.ones((8, 4))
     with pytest.raises(ValueError, match="control"):

@@ -95,8 +95,9 @@ def standardised_sums(S: np.ndarray, mu: np.ndarray, inv_sigma: np.ndarray) -> n
 
 def _fit(mom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares coefficients (n_q, 3) of e on (1, z, z^2) from one half's moments, by
-    Cramer's rule on the 3 x 3 normal equations, and a flag (n_q,) marking rows whose normal
-    matrix is numerically singular (fewer than 3 distinct z, or cond >~ 1e12)."""
+    Cramer's rule on the 3 x 3 normal equations. Where that matrix is numerically singular
+    (fewer than 3 distinct z, e.g. a row of equal logits, or cond >~ 1e12) the fit is the
+    mean alone, ``(sum e / c, 0, 0)``; the flag (n_q,) marks rows with a fit (c > 0)."""
     c, s1, s2, s3, s4 = (mom[:, k] for k in range(5))
     b0, b1, b2 = (mom[:, k] for k in range(5, 8))
     # cofactors of the symmetric matrix [[c, s1, s2], [s1, s2, s3], [s2, s3, s4]]
@@ -117,7 +118,9 @@ def _fit(mom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             )
             / np.where(ok, det, 1.0)[:, None]
         )
-    return np.where(ok[:, None], beta, 0.0), ok
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_only = np.stack([b0 / c, np.zeros_like(c), np.zeros_like(c)], axis=1)
+    return np.where(ok[:, None], beta, np.where(c[:, None] > 0, mean_only, 0.0)), c > 0
 
 
 def _residual_sums(beta: np.ndarray, mom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

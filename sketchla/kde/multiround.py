@@ -38,7 +38,15 @@ query's rank-aligned block lies far from its bucket. Measured on the planted ins
 
 Cost: hashing O(n T r d) (one BLAS product with T r hyperplanes) + T counting sorts of the
 keys, O(T (n_k + 2^r)); then per query O((T b + m) d) work on gathered key rows. Memory
-O(T (n_k + 2^r)) integers.
+O(T (n_k + 2^r)) integers. Measured at n = 65536, d = 64 (b = 16, T = 32, m = 512): about
+10x faster than the exact blockwise log-sum-exp; the kernels are bound by memory traffic
+(each round re-gathers every query row and window), about 13 ns per key and query on 2
+cores against about 4 ns per pair for the exact BLAS pass.
+
+``control=True`` (row sums only) replaces the Horvitz-Thompson light sum by the cross-fitted
+quadratic control variate of :mod:`sketchla.kde.control`; the heavy kernel also returns the
+moments of the standardised logits of each query's heavy keys, which it removes from the
+light population's.
 """
 
 from __future__ import annotations
@@ -106,9 +114,10 @@ def multiround_partials(
     bool keys (the global keys) left out of both. The light partial includes the weights
     n_k / m and its ``lse2`` (log of the sum of squared weighted terms).
 
-    ``control`` (V None only): the light sum is the regression estimate of
-    :mod:`sketchla.kde.control` (a quadratic in the standardised logit fitted to the samples)
-    instead of Horvitz-Thompson, and the light partial carries ``lse_se`` instead of ``lse2``.
+    ``control`` (V None only): the light sum is the cross-fitted regression estimate of
+    :mod:`sketchla.kde.control` (a quadratic in the standardised logit fitted on one half of
+    the draws, corrected with the other) instead of Horvitz-Thompson, and the light partial
+    carries ``lse_se`` (log of its standard error) instead of ``lse2``.
     """
     B, n_q, d = Q.shape
     n_k = K.shape[1]
@@ -161,7 +170,7 @@ def multiround_partials(
         perm = np.argsort(samples.uint64(b * n_k + np.arange(n_k)), kind="stable")
         offsets = samples.integers(B * n_k + b * n_q + np.arange(n_q), n_k)
         visit = np.argsort(offsets, kind="stable")
-        if control:
+        if control:  # "light2" holds the log standard error here (returned as lse_se)
             lse["light"][b], lse["light2"][b] = _regression_light(
                 Qb,
                 Kb,
