@@ -170,41 +170,44 @@ def multiround_partials(
         perm = np.argsort(samples.uint64(b * n_k + np.arange(n_k)), kind="stable")
         offsets = samples.integers(B * n_k + b * n_q + np.arange(n_q), n_k)
         visit = np.argsort(offsets, kind="stable")
+        Kp, ex_p = np.ascontiguousarray(Kb[perm]), np.ascontiguousarray(ex[perm])
+        lse["heavy"][b] = _log_sum(hsum, hmax)
         if control:  # "light2" holds the log standard error here (returned as lse_se)
-            lse["light"][b], lse["light2"][b] = _regression_light(
+            lmax, mom = kernels.light_moments(
                 Qb,
-                Kb,
-                ex,
+                Kp,
                 perm,
                 order,
                 qstart,
                 width,
+                ex_p,
                 offsets,
                 visit,
                 m,
                 mu,
                 inv_sigma,
-                hmom,
                 n_chunks,
+                work=work,
             )
-            lse["heavy"][b] = _log_sum(hsum, hmax)
+            removed = hmom + _global_moments(Qb, Kb, ex, mu, inv_sigma)
+            total, stderr = regression_light_sums(mom, removed, inv_sigma, n_k, m)
+            lse["light"][b], lse["light2"][b] = _log_sum(total, lmax), _log_sum(stderr, lmax)
             continue
         lmax, lsum, lsq, lout = kernels.light_windows(
             Qb,
-            np.ascontiguousarray(Kb[perm]),
+            Kp,
             np.ascontiguousarray(Vb[perm]),
             perm,
             order,
             qstart,
             width,
-            np.ascontiguousarray(ex[perm]),
+            ex_p,
             offsets,
             visit,
             m,
             n_chunks,
             work=work,
         )
-        lse["heavy"][b] = _log_sum(hsum, hmax)
         lse["light"][b] = _log_sum(lsum, lmax) + log_w
         lse["light2"][b] = _log_sum(lsq, 2 * lmax) + 2 * log_w
         outs["heavy"][b] = hout / np.where(hsum > 0, hsum, 1.0)[:, None]
@@ -230,39 +233,15 @@ def _log_sum(total: np.ndarray, shift: np.ndarray) -> np.ndarray:
         return np.log(total) + np.where(np.isfinite(shift), shift, 0.0)
 
 
-def _regression_light(
-    Qb, Kb, ex, perm, order, qstart, width, offsets, visit, m, mu, inv_sigma, hmom, n_chunks
-):
-    """``(lse, lse_se)`` of the light part of one batch entry by the regression estimator of
-    :mod:`sketchla.kde.control`: the samples of :func:`kernels.light_windows`, summarised by
-    their moments, and the heavy and global keys removed from the light population."""
-    n_k = Kb.shape[0]
-    if m == 0:
-        empty = np.full(Qb.shape[0], -np.inf)
-        return empty, empty
-    removed = hmom.copy()
+def _global_moments(Qb, Kb, ex, mu, inv_sigma) -> np.ndarray:
+    """(n_q, 3) moments (count, sum z, sum z^2) of the standardised logits of the keys with
+    ``ex`` True (the global keys), which leave the light population with the heavy ones."""
+    out = np.zeros((Qb.shape[0], 3))
     if ex.any():
-        Kg = Kb[ex]
+        Kg = Kb[ex].astype(np.float64)
         for s in range(0, Qb.shape[0], _PROJECT_ROWS):
-            S = Qb[s : s + _PROJECT_ROWS].astype(np.float64) @ Kg.T.astype(np.float64)
-            removed[s : s + _PROJECT_ROWS] += standardised_sums(
-                S, mu[s : s + _PROJECT_ROWS], inv_sigma[s : s + _PROJECT_ROWS]
+            rows = slice(s, s + _PROJECT_ROWS)
+            out[rows] = standardised_sums(
+                Qb[rows].astype(np.float64) @ Kg.T, mu[rows], inv_sigma[rows]
             )
-    lmax, mom = kernels.light_moments(
-        Qb,
-        np.ascontiguousarray(Kb[perm]),
-        perm,
-        order,
-        qstart,
-        width,
-        np.ascontiguousarray(ex[perm]),
-        offsets,
-        visit,
-        m,
-        mu,
-        inv_sigma,
-        n_chunks,
-        work=Qb.shape[0] * m * Qb.shape[1] * Qb.dtype.itemsize,
-    )
-    total, stderr = regression_light_sums(mom, removed, inv_sigma, n_k, m)
-    return _log_sum(total, lmax), _log_sum(stderr, lmax)
+    return out
