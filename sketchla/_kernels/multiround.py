@@ -1,9 +1,11 @@
 """numba CPU kernels of the multi-round LSH heavy part (:mod:`sketchla.kde.multiround`).
 
 Each query's terms are merged in an order fixed by the data (rounds in sequence, window slots
-in order), never by the thread schedule, so serial and parallel runs agree bitwise. Keys are
-copied into each round's sorted order (and the light samples read a randomly permuted copy),
-so every query reads contiguous rows instead of gathering scattered ones.
+in order), never by the thread schedule, so serial and parallel runs agree bitwise. The heavy
+kernel loads each window once for the queries of its bucket and gathers each round's query
+rows into bucket order in a separate pass; the light samples read a randomly permuted copy of
+the keys, so every query reads contiguous rows. Exponentials go through the vectorisable
+:func:`sketchla._kernels.vexp.exp_nonpositive`.
 """
 
 from __future__ import annotations
@@ -80,17 +82,6 @@ def ranks_of(order):
         for r in range(n):
             rank[order[t, r], t] = r
     return rank
-
-
-@numba.njit(cache=True, inline="always")
-def _in_earlier_window(rank_row, qs_row, t, width):
-    """Whether a key with slots ``rank_row`` lies in the query's window (first slots
-    ``qs_row``) of some round before t."""
-    hit = np.int32(0)
-    w = np.uint32(width)
-    for u in range(t):
-        hit += np.uint32(rank_row[u] - qs_row[u]) < w
-    return hit != 0
 
 
 @numba.njit(cache=True, inline="always")
