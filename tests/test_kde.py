@@ -689,7 +689,81 @@ def test_control_variate_bad_input():
     with pytest.raises(ValueError, match="control"):
         sketchla.approx_rowsums(Q, K, heavy="multiround", control="cubic")
     with pytest.raises(ValueError, match="control"):
-        sketchla.approx_rowsums(Q, K, control="quadratic")  # sortlsh
+        sketchla.approx_rowsums(Q, K, control="quadratic", light="importance")
+    with pytest.raises(ValueError, match="control"):
+        sketchla.approx_rowsums(Q, K, control="quadratic", kappa=4.0)
+
+
+@given(qk(), st.integers(1, 64), st.integers(0, 2**16), st.booleans())
+def test_sortlsh_control_variate_exact_when_every_key_is_drawn(QK, block_size, seed, shared):
+    """Default heavy part, ``replace=False`` and m = n_k: each block's draws are every key
+    once, the halves partition them and the held-out weight is 1, so the cross-fitted
+    estimate is exact."""
+    Q, K = QK
+    n_k = K.shape[-2]
+    est = sketchla.approx_rowsums(
+        Q,
+        K,
+        block_size=block_size,
+        sample_size=n_k,
+        replace=False,
+        seed=seed,
+        shared_samples=shared,
+        control="quadratic",
+    )
+    np.testing.assert_allclose(est, exact_log_rowsums(Q, K), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_sortlsh_control_variate_is_unbiased(replace):
+    """Default heavy part (sortLSH blocks), with and without replacement: the mean over 400
+    fixed seeds of D~ is within 5 standard errors of D for each of 12 rows (failure
+    probability < 1e-5 for an unbiased estimator, as in the multiround test)."""
+    rng = np.random.default_rng(12)
+    Q, K = rng.standard_normal((12, 8)) * 0.7, rng.standard_normal((300, 8))
+    exact = np.exp(exact_log_rowsums(Q, K))
+    est = np.exp(
+        [
+            sketchla.approx_rowsums(
+                Q,
+                K,
+                block_size=16,
+                sample_size=48,
+                replace=replace,
+                seed=s,
+                control="quadratic",
+            )
+            for s in range(400)
+        ]
+    )
+    se = est.std(axis=0, ddof=1) / np.sqrt(len(est))
+    assert np.all(se > 0)
+    assert np.all(np.abs(est.mean(axis=0) - exact) <= 5 * se)
+
+
+def test_sortlsh_control_variate_lowers_the_error_at_the_defaults():
+    """Flat instance, n = 4096, d = 16, default sizes (b = m = 256), 3 fixed seeds: the median
+    relative error of D with the control variate is at most half the plain one (measured
+    1.5% against 4.4-5.3%), and its reported standard error is within a factor 1.5 of the
+    rms error over 20 seeds."""
+    Q, K, _ = attention_instance("flat", 4096, 16, d_v=1, seed=0)
+    Q = Q / 4
+    exact = exact_log_rowsums(Q, K)
+    med = {}
+    for control in (None, "quadratic"):
+        errs = [
+            np.abs(np.expm1(sketchla.approx_rowsums(Q, K, seed=s, control=control) - exact))
+            for s in range(3)
+        ]
+        med[control] = np.median(errs)
+    assert med["quadratic"] <= 0.5 * med[None], med
+    errs, ses = [], []
+    for s in range(20):
+        est, se = sketchla.approx_rowsums(Q, K, seed=s, control="quadratic", return_stderr=True)
+        errs.append(est - exact)
+        ses.append(se)
+    ratio = np.sqrt(np.mean(np.square(errs))) / np.sqrt(np.mean(np.square(ses)))
+    assert 1 / 1.5 <= ratio <= 1.5, ratio
 
 
 _DETERMINISM_SCRIPT = """
@@ -700,6 +774,7 @@ h = hashlib.sha256()
 kw = dict(heavy="multiround", block_size=16, n_rounds=32, sample_size=64, seed=4)
 for a in (sketchla.approx_rowsums(Q, K, return_stderr=True, **kw),
           sketchla.approx_rowsums(Q, K, return_stderr=True, control="quadratic", **kw),
+          sketchla.approx_rowsums(Q, K, return_stderr=True, control="quadratic", seed=4),
           sketchla.hyper_attention(Q, K, V, return_lse=True, global_keys=3, **kw)):
     for x in a:
         h.update(np.ascontiguousarray(x).tobytes())

@@ -15,6 +15,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import dual_kernel
+from .control import N_MOMENTS, half_moments
 from .lsh import _fast_dual_kernel, inverse_gray64
 from .vexp import exp_nonpositive
 
@@ -300,10 +301,6 @@ def light_windows(Q, Kp, Vp, perm, order, qstart, width, exclude_p, offsets, vis
     return lmax, lsum, lsq, lout
 
 
-#: columns of :func:`light_moments`' output per half of the samples
-N_MOMENTS = 9
-
-
 @_fast_dual_kernel
 def light_moments(
     Q, Kp, perm, order, qstart, width, exclude_p, offsets, visit, m, mu, inv_sigma, n_chunks
@@ -345,38 +342,7 @@ def light_moments(
                 logits,
                 slots,
             )
-            mx = -np.inf
             for u in range(n):
-                mx = max(mx, logits[u])
-            lmax[i] = mx
-            for u in range(n):  # vectorised: the exponentials and standardised logits
-                zs[u] = (logits[u] - mu[i]) * inv_sigma[i]
-                logits[u] = exp_nonpositive(logits[u] - mx)
                 hs[u] = (slots[u] - offsets[i] + n_k) % n_k % 2
-            for h in range(2):
-                c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = 0.0
-                for u in range(n):  # branch-free sums over the draws of half h
-                    w = 1.0 if hs[u] == h else 0.0
-                    z = zs[u]
-                    e = logits[u] * w
-                    zw = z * w
-                    z2w = z * zw
-                    c0 += w
-                    c1 += zw
-                    c2 += z2w
-                    c3 += z2w * z
-                    c4 += z2w * z * z
-                    c5 += e
-                    c6 += e * z
-                    c7 += e * z * z
-                    c8 += e * logits[u]
-                mom[i, h, 0] = c0
-                mom[i, h, 1] = c1
-                mom[i, h, 2] = c2
-                mom[i, h, 3] = c3
-                mom[i, h, 4] = c4
-                mom[i, h, 5] = c5
-                mom[i, h, 6] = c6
-                mom[i, h, 7] = c7
-                mom[i, h, 8] = c8
+            lmax[i] = half_moments(logits, hs, n, mu[i], inv_sigma[i], zs, mom[i])
     return lmax, mom

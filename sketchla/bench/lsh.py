@@ -14,7 +14,7 @@ Compared in one interleaved run per phase:
 * the multi-round heavy part (``heavy="multiround"``, ``MULTIROUND`` below: T = 32 rounds of
   b = 16-key code-aligned windows, m = 512 per-query light samples) on the same instances,
   with the Horvitz-Thompson light sum and with the cross-fitted quadratic control variate
-  (``control="quadratic"``).
+  (``control="quadratic"``), which is also timed at the default sizes.
 
 Goal of issue 4 (2-core machine): approx_rowsums >= 20x faster than exact at n = 65536, d = 64
 with median relative error <= 5% on flat and planted.
@@ -55,6 +55,13 @@ COMPARISONS = [
     ),
     Comparison(
         "approx_rowsums (b=256, m=M) vs exact", "approx_rowsums m=M", "exact lse", 20.0, "speed-up"
+    ),
+    Comparison(
+        "approx_rowsums (b=m=256) + control variate vs exact",
+        "approx_rowsums default cv",
+        "exact lse",
+        20.0,
+        "speed-up",
     ),
     Comparison(
         "approx_rowsums multiround (b=16, T=32, m=512) vs exact",
@@ -117,6 +124,10 @@ def run(
         Case("numpy hash+argsort", lambda: numpy_sort_order(X, planes)),
         Case("approx_rowsums default", lambda: approx_rowsums(Q, K, seed=seed)),
         Case(label, lambda: approx_rowsums(Q, K, sample_size=m, seed=seed)),
+        Case(
+            "approx_rowsums default cv",
+            lambda: approx_rowsums(Q, K, seed=seed, control="quadratic"),
+        ),
         Case("approx_rowsums multiround", lambda: approx_rowsums(Q, K, seed=seed, **MULTIROUND)),
         Case(
             "approx_rowsums multiround cv",
@@ -146,6 +157,7 @@ def run(
         exact = exact_log_rowsums(Qi, Ki).astype(np.float64)
         for name, kwargs in (
             ("m=256", {"sample_size": 256}),
+            ("m=256 cv", {"sample_size": 256, "control": "quadratic"}),
             (f"m={m}", {"sample_size": m}),
             ("multiround", MULTIROUND),
             ("multiround cv", {**MULTIROUND, "control": "quadratic"}),

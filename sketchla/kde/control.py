@@ -27,8 +27,16 @@ the kept draws of h alone and corrected with the held-out half o, a uniform subs
     \qquad r_j = e^{s_{ij}} - \hat y^{(h)}(z_{ij}),
 
 which is unbiased given h for any fitted :math:`\beta^{(h)}`; :math:`\hat L_i` is the mean of
-the two directions. Its standard error comes from the held-out residuals (Horvitz-Thompson
-variance without replacement). This is the regression (GREG) estimator of survey sampling
+the two directions. With replacement (the sortLSH light part's default) the halves are
+independent and the held-out half alone estimates the residual total, with weight
+:math:`N / m_o` (N the keys drawn from). The standard error comes from the held-out residuals
+(Horvitz-Thompson or Hansen-Hurwitz variance).
+
+Where the draws come from: ``heavy="multiround"`` draws m keys per query
+(:mod:`sketchla.kde.multiround`, moments summed by its kernels); the sortLSH and plain paths
+draw per query block (:func:`sketchla.kde.partials.sampled_partial`, moments from the same
+logit tiles by :func:`sketchla._kernels.control.tile_moments`), the halves being the even
+and odd columns of the sample set. This is the regression (GREG) estimator of survey sampling
 (Cochran, *Sampling Techniques*, 3rd ed., 1977, ch. 7; Särndal, Swensson & Wretman, *Model
 Assisted Survey Sampling*, 1992, §6.4) with the fit cross-fitted; its variance is about
 :math:`1 - R_i^2` times that of the plain Horvitz-Thompson sum, :math:`R_i^2` being the share
@@ -50,6 +58,7 @@ import numpy as np
 
 __all__ = [
     "MIN_SAMPLES",
+    "key_set_moments",
     "logit_standardisation",
     "regression_light_sums",
     "standardised_sums",
@@ -141,6 +150,8 @@ def regression_light_sums(
     inv_sigma: np.ndarray,
     n_k: int,
     m: int,
+    n_pop=None,
+    replace: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Cross-fitted light sums and their standard errors, both relative to each row's
     sample maximum.
@@ -157,7 +168,14 @@ def regression_light_sums(
     inv_sigma : (n_q,)
         From :func:`logit_standardisation` (0 marks a row of equal logits).
     n_k, m : int
-        Keys in all, and light samples drawn per row (uniform without replacement).
+        Keys in all (the standardisation's population), and draws per row.
+    n_pop : int, array (n_q,) or None
+        Number of keys the draws are uniform over (default n_k; the non-global keys when
+        global keys are never drawn).
+    replace : bool
+        Draws with replacement (the halves are then independent: the held-out half alone
+        estimates the residual total, weight n_pop / m_o) or without (weight
+        (n_pop - m_h) / m_o on the keys not drawn in half h, plus half h's own residuals).
 
     Returns
     -------
@@ -165,6 +183,7 @@ def regression_light_sums(
         :math:`\hat L_i e^{-\max_i}` and its estimated standard error (from the held-out
         residuals; for the Horvitz-Thompson fallback, from the terms); 0 without samples.
     """
+    N = np.broadcast_to(np.asarray(n_k if n_pop is None else n_pop, dtype=np.float64), (len(mom),))
     draws = ((m + 1) // 2, m // 2)
     n_light = n_k - removed[:, 0]
     pop = np.stack(
@@ -180,17 +199,22 @@ def regression_light_sums(
             fitted &= ok
             own, _ = _residual_sums(beta, mom[:, h])
             held, held2 = _residual_sums(beta, mom[:, o])
-            rest = n_k - draws[h]  # keys not drawn in half h: half o is a uniform subset
-            total += 0.5 * ((beta * pop).sum(axis=1) + own + rest / draws[o] * held)
-            s2 = (held2 - held**2 / draws[o]) / max(draws[o] - 1, 1)
-            var += 0.25 * rest**2 * (1 - draws[o] / rest) / draws[o] * np.maximum(s2, 0.0)
+            s2 = np.maximum((held2 - held**2 / draws[o]) / max(draws[o] - 1, 1), 0.0)
+            if replace:  # half o: i.i.d. uniform draws over the N keys
+                total += 0.5 * ((beta * pop).sum(axis=1) + N / draws[o] * held)
+                var += 0.25 * N**2 / draws[o] * s2
+            else:  # half o: a uniform subset of the N - m_h keys not drawn in half h
+                rest = N - draws[h]
+                total += 0.5 * ((beta * pop).sum(axis=1) + own + rest / draws[o] * held)
+                var += 0.25 * rest**2 * (1 - draws[o] / rest) / draws[o] * s2
     both = mom.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        # Horvitz-Thompson: weights n_k / m on the m draws (zero terms for dropped draws)
-        ht = both[:, 5] * (n_k / m) if m > 0 else np.zeros(len(pop))
+        # Horvitz-Thompson: weights N / m on the m draws (zero terms for dropped draws)
+        ht = both[:, 5] * (N / m) if m > 0 else np.zeros(len(pop))
         ratio = both[:, 8] / both[:, 5] ** 2
+        fpc = 1.0 if replace else 1.0 - m / N
         ht_rel = (
-            np.sqrt(np.maximum(m * ratio - 1.0, 0.0) / (m - 1) * (1.0 - m / n_k))
+            np.sqrt(np.maximum(m * ratio - 1.0, 0.0) / (m - 1) * fpc)
             if m > 1
             else np.full_like(ratio, np.inf)
         )
@@ -200,3 +224,19 @@ def regression_light_sums(
     stderr = np.where(use_fit, np.sqrt(var), ht_se)
     empty = both[:, 0] == 0
     return np.where(empty, 0.0, total), np.where(empty, 0.0, stderr)
+
+
+def key_set_moments(
+    Q: np.ndarray, K: np.ndarray, mask: np.ndarray, mu: np.ndarray, inv_sigma: np.ndarray
+) -> np.ndarray:
+    """(n_q, 3) moments (count, sum z, sum z^2) of the standardised logits of the keys with
+    ``mask (n_k,)`` True (the global keys), which leave the light population."""
+    out = np.zeros((Q.shape[0], 3))
+    if mask.any():
+        Kg = K[mask].astype(np.float64)
+        for s in range(0, Q.shape[0], _CHUNK_ROWS):
+            rows = slice(s, s + _CHUNK_ROWS)
+            out[rows] = standardised_sums(
+                Q[rows].astype(np.float64) @ Kg.T, mu[rows], inv_sigma[rows]
+            )
+    return out

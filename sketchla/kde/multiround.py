@@ -58,7 +58,7 @@ import numpy as np
 from .._kernels import multiround as kernels
 from ..lsh import mips_augment
 from ..random import STREAM_MULTIROUND_PLANES, STREAM_MULTIROUND_SAMPLES, SeedLike, stream
-from .control import logit_standardisation, regression_light_sums, standardised_sums
+from .control import key_set_moments, logit_standardisation, regression_light_sums
 from .partials import Partial
 
 __all__ = ["MAX_BITS", "default_bits", "light_sample_count", "multiround_partials"]
@@ -189,7 +189,7 @@ def multiround_partials(
                 n_chunks,
                 work=work,
             )
-            removed = hmom + _global_moments(Qb, Kb, ex, mu, inv_sigma)
+            removed = hmom + key_set_moments(Qb, Kb, ex, mu, inv_sigma)
             total, stderr = regression_light_sums(mom, removed, inv_sigma, n_k, m)
             lse["light"][b], lse["light2"][b] = _log_sum(total, lmax), _log_sum(stderr, lmax)
             continue
@@ -231,17 +231,3 @@ def _log_sum(total: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """``log(total) + shift`` with ``-inf`` for an empty sum (``shift = -inf``, total 0)."""
     with np.errstate(divide="ignore"):
         return np.log(total) + np.where(np.isfinite(shift), shift, 0.0)
-
-
-def _global_moments(Qb, Kb, ex, mu, inv_sigma) -> np.ndarray:
-    """(n_q, 3) moments (count, sum z, sum z^2) of the standardised logits of the keys with
-    ``ex`` True (the global keys), which leave the light population with the heavy ones."""
-    out = np.zeros((Qb.shape[0], 3))
-    if ex.any():
-        Kg = Kb[ex].astype(np.float64)
-        for s in range(0, Qb.shape[0], _PROJECT_ROWS):
-            rows = slice(s, s + _PROJECT_ROWS)
-            out[rows] = standardised_sums(
-                Qb[rows].astype(np.float64) @ Kg.T, mu[rows], inv_sigma[rows]
-            )
-    return out

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._backend import check_int
+from .._kernels.control import tile_moments
 from ..lsh import SimHash, mips_augment
 from ..random import STREAM_LIGHT_SAMPLES, SeedLike, child_seed, stream
 
@@ -41,6 +42,7 @@ __all__ = [
     "Blocks",
     "Partial",
     "Samples",
+    "Standardisation",
     "block_partial",
     "draw_samples",
     "global_mask",
@@ -69,6 +71,20 @@ class Partial:
     out: np.ndarray | None = None
     lse2: np.ndarray | None = None
     lse_se: np.ndarray | None = None
+    #: control-variate moments of the standardised logits (see :func:`_tile_partial`)
+    mom: np.ndarray | None = None
+    mom_max: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Standardisation:
+    """Per-query logit mean and inverse standard deviation, ``(B, n_q)`` each, from
+    :func:`sketchla.kde.control.logit_standardisation`; ``halves`` asks the moments of the
+    two halves of the draws (light part) instead of (count, sum z, sum z^2) (heavy part)."""
+
+    mu: np.ndarray
+    inv_sigma: np.ndarray
+    halves: bool = False
 
 
 def softmax_partial(
@@ -182,6 +198,7 @@ def block_partial(
     V: np.ndarray | None,
     blocks: Blocks,
     exclude: np.ndarray | None = None,
+    stats: Standardisation | None = None,
 ) -> Partial:
     """Exact partial of every query over its block's keys, minus ``exclude`` (B, n_k) bool.
     Padded key slots (n_k not a multiple of the block size) are masked, never summed."""
@@ -191,7 +208,9 @@ def block_partial(
     valid = np.broadcast_to(np.arange(nb * bk) < n_k, k_idx.shape)
     if exclude is not None:
         valid = valid & ~np.take_along_axis(exclude, k_idx, axis=1)
-    return _tile_partial(Q, K, V, blocks, k_idx.reshape(B, nb, bk), valid.reshape(B, nb, bk))
+    return _tile_partial(
+        Q, K, V, blocks, k_idx.reshape(B, nb, bk), valid.reshape(B, nb, bk), stats=stats
+    )
 
 
 def _tile_partial(
@@ -203,11 +222,14 @@ def _tile_partial(
     valid: np.ndarray,
     log_w: np.ndarray | None = None,
     want_sq: bool = False,
+    stats: Standardisation | None = None,
 ) -> Partial:
     """The one kernel of every partial: query block j of batch entry b (``blocks``) against
     keys ``k_idx[b, j] (c,)``, those with ``valid[b, j]`` False masked, weights
     ``exp(log_w[b, j])``; batched matmuls over chunks of tiles. Returns the partial in
-    query order (padded query rows dropped)."""
+    query order (padded query rows dropped). With ``stats``, also the control-variate
+    moments of each query's unweighted logits (``mom (B, n_q, 2, 9)``, ``mom_max (B, n_q)``,
+    see :func:`sketchla._kernels.control.tile_moments`; draw halves by column parity)."""
     B = Q.shape[0]
     nb, bq, c = blocks.n_blocks, blocks.q_size, k_idx.shape[-1]
     q_idx = _pad(blocks.q_order, nb * bq).reshape(B * nb, bq)
@@ -218,6 +240,8 @@ def _tile_partial(
     lse = np.empty((B * nb, bq), dtype=Q.dtype)
     lse2 = np.empty((B * nb, bq), dtype=Q.dtype) if want_sq else None
     out = None if V is None else np.empty((B * nb, bq, V.shape[-1]), dtype=Q.dtype)
+    mom = None if stats is None else np.empty((B * nb, bq, 2, 9))
+    mom_max = None if stats is None else np.empty((B * nb, bq))
     for s, e in _chunks(B * nb, bq * c):
         S = _gather(Q, batch[s:e], q_idx[s:e]) @ _gather(K, batch[s:e], k_idx[s:e]).transpose(
             0, 2, 1
@@ -225,6 +249,13 @@ def _tile_partial(
         if log_w is not None:
             S += log_w[s:e, None, :]
         np.copyto(S, -np.inf, where=~valid[s:e, None, :])
+        if stats is not None:
+            assert mom is not None and mom_max is not None
+            rows = (batch[s:e, None], q_idx[s:e])
+            weights = np.zeros((e - s, c)) if log_w is None else log_w[s:e]
+            mom_max[s:e], mom[s:e] = tile_moments(
+                S, weights, stats.mu[rows], stats.inv_sigma[rows], stats.halves, work=S.nbytes
+            )
         Vb = None if V is None else _gather(V, batch[s:e], k_idx[s:e])
         lse[s:e], o, l2 = softmax_partial(S, Vb, want_sq)
         if out is not None:
@@ -238,7 +269,10 @@ def _tile_partial(
         lse2 = np.take_along_axis(lse2.reshape(B, nb * bq), inv, axis=1)
     if out is not None:
         out = np.take_along_axis(out.reshape(B, nb * bq, -1), inv[..., None], axis=1)
-    return Partial(lse, out, lse2)
+    if mom is not None and mom_max is not None:
+        mom = np.take_along_axis(mom.reshape(B, nb * bq, 2, 9), inv[..., None, None], axis=1)
+        mom_max = np.take_along_axis(mom_max.reshape(B, nb * bq), inv, axis=1)
+    return Partial(lse, out, lse2, mom=mom, mom_max=mom_max)
 
 
 def _pad(order: np.ndarray, size: int) -> np.ndarray:
@@ -415,6 +449,7 @@ def sampled_partial(
     samples: Samples,
     blocks: Blocks,
     want_sq: bool = False,
+    stats: Standardisation | None = None,
 ) -> Partial:
     """Weighted partial of every query over the sampled keys, excluding samples that lie in
     the query's own heavy block (those keys are already in the heavy part).
@@ -431,4 +466,4 @@ def sampled_partial(
         valid = key_block.reshape(idx.shape) != np.arange(nb)[None, :, None]
     else:
         valid = np.ones(idx.shape, dtype=bool)
-    return _tile_partial(Q, K, V, blocks, idx, valid, log_w, want_sq)
+    return _tile_partial(Q, K, V, blocks, idx, valid, log_w, want_sq, stats)
