@@ -75,12 +75,28 @@ def tile_moments(S, log_w, mu, inv_sigma, halves):
         zs = np.empty(C)
         hs = np.empty(C, dtype=np.int64)
         for r in range(R):
+            if not halves:  # heavy keys: only (count, sum z, sum z^2), no exponentials
+                c0 = c1 = c2 = 0.0
+                top = -np.inf
+                for u in range(C):
+                    v = S[t, r, u] - log_w[t, u]
+                    w = 1.0 if v > -np.inf else 0.0
+                    z = (v - mu[t, r]) * inv_sigma[t, r] if w > 0 else 0.0
+                    top = max(top, v)
+                    c0 += w
+                    c1 += z
+                    c2 += z * z
+                mx[t, r] = top
+                mom[t, r, 0, 0] = c0
+                mom[t, r, 0, 1] = c1
+                mom[t, r, 0, 2] = c2
+                continue
             n = 0
             for u in range(C):
                 v = S[t, r, u]
                 if v > -np.inf:
                     x[n] = v - log_w[t, u]
-                    hs[n] = u % 2 if halves else 0
+                    hs[n] = u % 2
                     n += 1
             mx[t, r] = half_moments(x, hs, n, mu[t, r], inv_sigma[t, r], zs, mom[t, r])
     return mx, mom
