@@ -410,25 +410,26 @@ def test_multiround_candidates_are_deduplicated_and_match_a_float64_reference(gl
     np.testing.assert_allclose(light.lse[0], l_ref, rtol=1e-12, atol=1e-12)
 
 
+def assert_unbiased_over_seeds(instance_seed, **kwargs):
+    """Over 400 fixed seeds, for each of 12 rows of a fixed instance, |mean of D~ - D| <= 5
+    standard errors of the mean; for a normal mean each row fails with probability 6e-7 (the
+    sums of 400 bounded terms are close to normal), so an unbiased estimator fails with
+    probability < 1e-5."""
+    rng = np.random.default_rng(instance_seed)
+    Q, K = rng.standard_normal((12, 8)) * 0.7, rng.standard_normal((300, 8))
+    exact = np.exp(exact_log_rowsums(Q, K))
+    est = np.exp([sketchla.approx_rowsums(Q, K, seed=s, **kwargs) for s in range(400)])
+    se = est.std(axis=0, ddof=1) / np.sqrt(len(est))
+    assert np.all(se > 0)
+    assert np.all(np.abs(est.mean(axis=0) - exact) <= 5 * se)
+
+
 def test_multiround_light_part_is_unbiased():
     """E D~ = D in the linear domain (hash and samples both random). Over 400 fixed seeds, for
     each of 12 rows |mean - D| <= 5 standard errors of the mean; for a normal mean each row
     fails with probability 6e-7 (the sums of 400 bounded terms are close to normal), so the
     test fails with probability < 1e-5 for a correct estimator."""
-    rng = np.random.default_rng(11)
-    Q, K = rng.standard_normal((12, 8)) * 0.7, rng.standard_normal((300, 8))
-    exact = np.exp(exact_log_rowsums(Q, K))
-    est = np.exp(
-        [
-            sketchla.approx_rowsums(
-                Q, K, heavy="multiround", block_size=4, n_rounds=3, sample_size=16, seed=s
-            )
-            for s in range(400)
-        ]
-    )
-    se = est.std(axis=0, ddof=1) / np.sqrt(len(est))
-    assert np.all(se > 0)
-    assert np.all(np.abs(est.mean(axis=0) - exact) <= 5 * se)
+    assert_unbiased_over_seeds(11, heavy="multiround", block_size=4, n_rounds=3, sample_size=16)
 
 
 def test_multiround_needle_hit_rate_grows_with_rounds():
@@ -577,27 +578,9 @@ def test_control_variate_is_unbiased():
     is independent of the half it corrects). Same instance, seeds and 5-standard-error rule as
     test_multiround_light_part_is_unbiased (failure probability < 1e-5 for a correct
     estimator); every row here has enough draws in each half for the fit."""
-    rng = np.random.default_rng(11)
-    Q, K = rng.standard_normal((12, 8)) * 0.7, rng.standard_normal((300, 8))
-    exact = np.exp(exact_log_rowsums(Q, K))
-    est = np.exp(
-        [
-            sketchla.approx_rowsums(
-                Q,
-                K,
-                heavy="multiround",
-                block_size=4,
-                n_rounds=3,
-                sample_size=32,
-                seed=s,
-                control="quadratic",
-            )
-            for s in range(400)
-        ]
+    assert_unbiased_over_seeds(
+        11, heavy="multiround", block_size=4, n_rounds=3, sample_size=32, control="quadratic"
     )
-    se = est.std(axis=0, ddof=1) / np.sqrt(len(est))
-    assert np.all(se > 0)
-    assert np.all(np.abs(est.mean(axis=0) - exact) <= 5 * se)
 
 
 @pytest.mark.parametrize("kind, at_most", [("flat", 0.5), ("planted", 0.9)])
@@ -719,26 +702,9 @@ def test_sortlsh_control_variate_is_unbiased(replace):
     """Default heavy part (sortLSH blocks), with and without replacement: the mean over 400
     fixed seeds of D~ is within 5 standard errors of D for each of 12 rows (failure
     probability < 1e-5 for an unbiased estimator, as in the multiround test)."""
-    rng = np.random.default_rng(12)
-    Q, K = rng.standard_normal((12, 8)) * 0.7, rng.standard_normal((300, 8))
-    exact = np.exp(exact_log_rowsums(Q, K))
-    est = np.exp(
-        [
-            sketchla.approx_rowsums(
-                Q,
-                K,
-                block_size=16,
-                sample_size=48,
-                replace=replace,
-                seed=s,
-                control="quadratic",
-            )
-            for s in range(400)
-        ]
+    assert_unbiased_over_seeds(
+        12, block_size=16, sample_size=48, replace=replace, control="quadratic"
     )
-    se = est.std(axis=0, ddof=1) / np.sqrt(len(est))
-    assert np.all(se > 0)
-    assert np.all(np.abs(est.mean(axis=0) - exact) <= 5 * se)
 
 
 def test_sortlsh_control_variate_lowers_the_error_at_the_defaults():

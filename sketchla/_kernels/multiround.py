@@ -256,15 +256,23 @@ def _light_logits(
 
 
 @_fast_dual_kernel
-def light_windows(Q, Kp, Vp, perm, order, qstart, width, exclude_p, offsets, visit, m, n_chunks):
-    """Light partial sums: query i takes the m keys at slots ``offsets[i], offsets[i] + 1, ...``
+def light_windows(
+    Q, Kp, Vp, perm, order, qstart, width, exclude_p, offsets, visit, m, mu, inv_sigma,
+    moments, n_chunks,
+):  # fmt: skip
+    r"""Light partial sums: query i takes the m keys at slots ``offsets[i], offsets[i] + 1, ...``
     (cyclically) of the random key order ``perm`` (``Kp``, ``Vp``, ``exclude_p`` are K, V and
     the exclusion mask in that order); a key in one of the query's windows (any round, keys
     ``order[t, qstart[t, i] : qstart[t, i] + width]``) or excluded contributes 0. Queries are
     visited in the order ``visit`` (by offset: queries that follow each other read mostly the
     same rows).
 
-    Returns float64 ``(max, sum, sq, out)`` (``sq = sum_j exp(s_j - max)^2``), unweighted.
+    Returns float64 ``(max, sum, sq, out, mom)``. Without ``moments``: ``sum`` and ``sq =
+    sum_j exp(s_j - max)^2`` unweighted, ``out`` the matching sum of values, ``mom`` empty.
+    With ``moments`` (for the control variate; ``sum``, ``sq``, ``out`` stay 0): ``mom (n_q, 2,
+    9)``, per half of the draws (draw number even: half 0, odd: half 1), the sums of
+    :func:`sketchla._kernels.control.half_moments` of the standardised logits
+    :math:`z = (s - \mu_i)\,\mathrm{inv\_sigma}_i` over the half's kept samples.
     """
     n_q = Q.shape[0]
     n_k = Kp.shape[0]
@@ -273,76 +281,25 @@ def light_windows(Q, Kp, Vp, perm, order, qstart, width, exclude_p, offsets, vis
     lsum = np.zeros(n_q)
     lsq = np.zeros(n_q)
     lout = np.zeros((n_q, dv))
+    mom = np.zeros((n_q if moments else 0, 2, N_MOMENTS))
     per = (n_q + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
         stamp = np.zeros(n_k, dtype=np.int32)
         logits = np.empty(m, dtype=np.float64)
         slots = np.empty(m, dtype=np.int64)
-        for p in range(c * per, min(n_q, (c + 1) * per)):
-            i = visit[p]
-            mark = np.int32(p - c * per + 1)
-            n = _light_logits(
-                Q,
-                i,
-                Kp,
-                perm,
-                order,
-                qstart,
-                width,
-                exclude_p,
-                offsets[i],
-                m,
-                stamp,
-                mark,
-                logits,
-                slots,
-            )
-            lmax[i], lsum[i], lsq[i] = _softmax_sums(logits, n, Vp, slots, lout[i])
-    return lmax, lsum, lsq, lout
-
-
-@_fast_dual_kernel
-def light_moments(
-    Q, Kp, perm, order, qstart, width, exclude_p, offsets, visit, m, mu, inv_sigma, n_chunks
-):
-    r"""The light samples of :func:`light_windows`, summarised for a regression on the
-    standardised logits :math:`z = (s - \mu_i) / \sigma_i` (``inv_sigma`` = 1/sigma, 0 for
-    sigma = 0), separately for the two halves of the draws (draw number ``u`` even: half 0,
-    odd: half 1). With :math:`e = \exp(s - \max)` over query i's kept samples, returns
-    ``max (n_q,)`` and float64 ``mom (n_q, 2, 9)``: per half :math:`(c, \sum z, \sum z^2,
-    \sum z^3, \sum z^4, \sum e, \sum e z, \sum e z^2, \sum e^2)` over its c kept samples,
-    summed in draw order."""
-    n_q = Q.shape[0]
-    n_k = Kp.shape[0]
-    lmax = np.full(n_q, -np.inf)
-    mom = np.zeros((n_q, 2, N_MOMENTS))
-    per = (n_q + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        stamp = np.zeros(n_k, dtype=np.int32)
-        logits = np.empty(m, dtype=np.float64)
         zs = np.empty(m, dtype=np.float64)
         hs = np.empty(m, dtype=np.int64)
-        slots = np.empty(m, dtype=np.int64)
         for p in range(c * per, min(n_q, (c + 1) * per)):
             i = visit[p]
             mark = np.int32(p - c * per + 1)
             n = _light_logits(
-                Q,
-                i,
-                Kp,
-                perm,
-                order,
-                qstart,
-                width,
-                exclude_p,
-                offsets[i],
-                m,
-                stamp,
-                mark,
-                logits,
-                slots,
-            )
-            for u in range(n):
-                hs[u] = (slots[u] - offsets[i] + n_k) % n_k % 2
-            lmax[i] = half_moments(logits, hs, n, mu[i], inv_sigma[i], zs, mom[i])
-    return lmax, mom
+                Q, i, Kp, perm, order, qstart, width, exclude_p, offsets[i], m, stamp, mark,
+                logits, slots,
+            )  # fmt: skip
+            if moments:
+                for u in range(n):
+                    hs[u] = (slots[u] - offsets[i] + n_k) % n_k % 2
+                lmax[i] = half_moments(logits, hs, n, mu[i], inv_sigma[i], zs, mom[i])
+            else:
+                lmax[i], lsum[i], lsq[i] = _softmax_sums(logits, n, Vp, slots, lout[i])
+    return lmax, lsum, lsq, lout, mom

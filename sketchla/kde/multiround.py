@@ -172,42 +172,15 @@ def multiround_partials(
         visit = np.argsort(offsets, kind="stable")
         Kp, ex_p = np.ascontiguousarray(Kb[perm]), np.ascontiguousarray(ex[perm])
         lse["heavy"][b] = _log_sum(hsum, hmax)
+        lmax, lsum, lsq, lout, mom = kernels.light_windows(
+            Qb, Kp, np.ascontiguousarray(Vb[perm]), perm, order, qstart, width, ex_p, offsets,
+            visit, m, mu, inv_sigma, control, n_chunks, work=work,
+        )  # fmt: skip
         if control:  # "light2" holds the log standard error here (returned as lse_se)
-            lmax, mom = kernels.light_moments(
-                Qb,
-                Kp,
-                perm,
-                order,
-                qstart,
-                width,
-                ex_p,
-                offsets,
-                visit,
-                m,
-                mu,
-                inv_sigma,
-                n_chunks,
-                work=work,
-            )
             removed = hmom + key_set_moments(Qb, Kb, ex, mu, inv_sigma)
             total, stderr = regression_light_sums(mom, removed, inv_sigma, n_k, m)
             lse["light"][b], lse["light2"][b] = _log_sum(total, lmax), _log_sum(stderr, lmax)
             continue
-        lmax, lsum, lsq, lout = kernels.light_windows(
-            Qb,
-            Kp,
-            np.ascontiguousarray(Vb[perm]),
-            perm,
-            order,
-            qstart,
-            width,
-            ex_p,
-            offsets,
-            visit,
-            m,
-            n_chunks,
-            work=work,
-        )
         lse["light"][b] = _log_sum(lsum, lmax) + log_w
         lse["light2"][b] = _log_sum(lsq, 2 * lmax) + 2 * log_w
         outs["heavy"][b] = hout / np.where(hsum > 0, hsum, 1.0)[:, None]
