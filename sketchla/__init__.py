@@ -8,9 +8,10 @@ the same seed gives the same operator in every call, process and thread count.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import distributed, random
-from .attention import attention, hyper_attention, lev_attention, spectral_error
+from .attention import exact_attention, hyper_attention, lev_attention, spectral_error
 from .kde import approx_matmul, approx_rowsums
 from .lsh import SimHash
+from .operators import SRHT, CountSketch, GaussianSketch, SketchOperator, SparseSign, sketch
 from .scores import (
     StreamingLeverage,
     leverage_scores,
@@ -19,7 +20,6 @@ from .scores import (
     sensitivity_bounds,
     universal_set,
 )
-from .sketch import SRHT, CountSketch, GaussianSketch, SketchOperator, SparseSign, sketch
 
 try:
     __version__ = version("sketchla")
@@ -37,8 +37,8 @@ __all__ = [
     "__version__",
     "approx_matmul",
     "approx_rowsums",
-    "attention",
     "distributed",
+    "exact_attention",
     "hyper_attention",
     "lev_attention",
     "leverage_scores",

@@ -33,6 +33,7 @@ distinct outputs. Derived variates:
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numba
@@ -52,14 +53,30 @@ __all__ = [
     "STREAM_SIMHASH_PLANES",
     "STREAM_SRHT_ROWS",
     "STREAM_SRHT_SIGNS",
+    "UNSET",
+    "RngLike",
     "SeedLike",
     "Stream",
     "as_seed_sequence",
     "child_seed",
+    "resolve_rng",
     "stream",
 ]
 
 SeedLike = int | np.random.SeedSequence | None
+#: what ``rng=`` accepts (SPEC 7): an int >= 0, a SeedSequence, a numpy Generator, or None
+RngLike = int | np.random.SeedSequence | np.random.Generator | None
+
+
+class _Unset:
+    """Sentinel of a deprecated keyword that was not passed."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+#: default of the deprecated ``seed=`` keyword (distinguishes "not passed" from None)
+UNSET = _Unset()
 
 # Stream ids: one per purpose. Never renumber (that would change every published sketch).
 STREAM_GAUSSIAN = 1
@@ -229,6 +246,40 @@ def as_seed_sequence(seed: SeedLike, name: str = "seed") -> np.random.SeedSequen
     if seed < 0:
         raise ValueError(f"{name} must be non-negative, got {seed}")
     return np.random.SeedSequence(int(seed))
+
+
+def resolve_rng(
+    rng: RngLike, seed: SeedLike | _Unset = UNSET, *, stacklevel: int = 3
+) -> np.random.SeedSequence:
+    """The SeedSequence of an ``rng=`` argument (SPEC 7), honouring the deprecated ``seed=``.
+
+    * an int >= 0 or a SeedSequence: used as is (the same value gives the same sketch);
+    * a :class:`numpy.random.Generator`: four 32-bit words are drawn from it (advancing it, as
+      any consumer of a Generator does) and become the entropy of a SeedSequence, so the same
+      generator state gives the same result;
+    * None: fresh OS entropy (kept in the returned SeedSequence's ``entropy``).
+
+    ``seed`` is the deprecated alias of ``rng``: it emits a DeprecationWarning, and passing
+    both is a TypeError.
+    """
+    if not isinstance(seed, _Unset):
+        if rng is not None:
+            raise TypeError("pass rng= only: seed= is its deprecated alias, got both")
+        warnings.warn(
+            "seed= is deprecated and will be removed; pass rng= instead (SPEC 7)",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+        rng = seed
+    if isinstance(rng, np.random.Generator):
+        words = rng.integers(0, 2**32, size=4, dtype=np.uint64)
+        return np.random.SeedSequence([int(w) for w in words])
+    if isinstance(rng, np.random.BitGenerator | np.random.RandomState):
+        raise TypeError(
+            "rng must be an int, a numpy.random.SeedSequence, a numpy.random.Generator or "
+            f"None, got {type(rng).__name__} (wrap it: numpy.random.Generator(...))"
+        )
+    return as_seed_sequence(rng, "rng")
 
 
 def child_seed(seed: SeedLike, k: int) -> np.random.SeedSequence:

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp, softmax
 
-from sketchla import attention
+from sketchla import exact_attention
 from sketchla.attention._inputs import check_attention_inputs
 
 
@@ -43,7 +43,7 @@ def attention_problems(draw):
 @given(attention_problems())
 def test_matches_dense_float64_softmax(problem):
     (Q, K, V), causal, scale, (block_q, block_k) = problem
-    out, lse = attention(
+    out, lse = exact_attention(
         Q, K, V, causal=causal, scale=scale, return_lse=True, block_q=block_q, block_k=block_k
     )
     ref, ref_lse = dense_reference(Q, K, V, causal, scale)
@@ -65,7 +65,9 @@ def test_no_overflow_for_logits_of_1e4(dtype, causal):
     Q *= 1e4 * np.sqrt(d) / np.abs(Q @ rng.standard_normal((d, n))).max()
     K, V = rng.standard_normal((n, d)), rng.standard_normal((n, 3))
     # logits of magnitude up to ~1e4: exp() of them overflows float64, log-sum-exp does not
-    out, lse = attention(*(X.astype(dtype) for X in (Q, K, V)), causal=causal, return_lse=True)
+    out, lse = exact_attention(
+        *(X.astype(dtype) for X in (Q, K, V)), causal=causal, return_lse=True
+    )
     ref, ref_lse = dense_reference(*(X.astype(dtype) for X in (Q, K, V)), causal)
     assert np.abs(ref_lse).max() > 100
     assert np.isfinite(out).all() and np.isfinite(lse).all()
@@ -78,26 +80,26 @@ def test_causal_never_looks_at_the_future():
     rng = np.random.default_rng(2)
     n = 200
     Q, K, V = rng.standard_normal((3, n, 8))
-    out = attention(Q, K, V, causal=True, block_q=32, block_k=48)
+    out = exact_attention(Q, K, V, causal=True, block_q=32, block_k=48)
     for i in (0, 1, 57, 128, 199):
         K2, V2 = K.copy(), V.copy()
         K2[i + 1 :] = 100 * rng.standard_normal((n - i - 1, 8))
         V2[i + 1 :] = 100 * rng.standard_normal((n - i - 1, 8))
-        out2 = attention(Q, K2, V2, causal=True, block_q=32, block_k=48)
+        out2 = exact_attention(Q, K2, V2, causal=True, block_q=32, block_k=48)
         np.testing.assert_array_equal(out2[: i + 1], out[: i + 1])
 
 
 def test_dtype_policy():
     rng = np.random.default_rng(3)
     Q, K, V = rng.standard_normal((3, 20, 4))
-    assert attention(Q.astype(np.float16), K.astype(np.float16), V.astype(np.float16)).dtype == (
-        np.float32
-    )
+    assert exact_attention(
+        Q.astype(np.float16), K.astype(np.float16), V.astype(np.float16)
+    ).dtype == (np.float32)
     ints = [np.round(3 * X).astype(np.int32) for X in (Q, K, V)]
-    out = attention(*ints)
+    out = exact_attention(*ints)
     assert out.dtype == np.float64
     np.testing.assert_allclose(out, dense_reference(*ints)[0], atol=1e-12)
-    mixed = attention(Q.astype(np.float32), K, V.astype(np.float32))
+    mixed = exact_attention(Q.astype(np.float32), K, V.astype(np.float32))
     assert mixed.dtype == np.float64
 
 
@@ -110,7 +112,7 @@ def test_memory_is_linear_in_n(blocks, fraction):
     Q, K, V = rng.standard_normal((3, n, d))
     tracemalloc.start()
     try:
-        attention(Q, K, V, **blocks)
+        exact_attention(Q, K, V, **blocks)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -120,8 +122,8 @@ def test_memory_is_linear_in_n(blocks, fraction):
 def test_blocks_do_not_change_the_result_beyond_rounding():
     rng = np.random.default_rng(5)
     Q, K, V = rng.standard_normal((3, 2, 130, 8))
-    a = attention(Q, K, V, causal=True, block_q=1, block_k=1)
-    b = attention(Q, K, V, causal=True, block_q=1000, block_k=1000)
+    a = exact_attention(Q, K, V, causal=True, block_q=1, block_k=1)
+    b = exact_attention(Q, K, V, causal=True, block_q=1000, block_k=1000)
     np.testing.assert_allclose(a, b, atol=1e-13)
 
 
@@ -160,7 +162,7 @@ def test_blocks_do_not_change_the_result_beyond_rounding():
 )
 def test_bad_input_names_the_argument(args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
-        attention(*args, **kwargs)
+        exact_attention(*args, **kwargs)
 
 
 @pytest.mark.parametrize("name", ["Q", "K", "V"])
@@ -169,7 +171,7 @@ def test_nonfinite_input_names_the_argument(name, bad):
     arrays = dict(Q=np.ones((2, 4, 3)), K=np.ones((2, 4, 3)), V=np.ones((2, 4, 2)))
     arrays[name][1, 2, 1] = bad
     with pytest.raises(ValueError, match=f"{name} contains NaN"):
-        attention(**arrays)
+        exact_attention(**arrays)
 
 
 def test_validated_inputs_iterate_heads_in_c_order():

@@ -151,7 +151,7 @@ def _checks(x: dict[str, Any]) -> dict[str, Callable[[], Any]]:
         )
     if hasattr(sketchla, "spectral_error") and hasattr(sketchla, "hyper_attention"):
         checks["spectral_error"] = lambda: sketchla.spectral_error(
-            Q[:256], K[:256], V[:256], sketchla.attention(Q[:256], K[:256], V[:256]) * 0.9
+            Q[:256], K[:256], V[:256], sketchla.exact_attention(Q[:256], K[:256], V[:256]) * 0.9
         )
     return checks
 

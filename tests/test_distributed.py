@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sketchla
-from sketchla.sketch import KINDS
+from sketchla.operators import KINDS
 from sketchla.testing import make_operator
 from sketchla.testing.inputs import OPERATOR_KINDS, sketch_tolerance
 

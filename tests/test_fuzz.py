@@ -534,7 +534,7 @@ QKV = ["Q", "K", "V"]
 def test_attention(problem, causal, scale, block):
     lead, n_q, d_v, Q, K, V = problem
     run(
-        lambda: sketchla.attention(
+        lambda: sketchla.exact_attention(
             Q.array, K.array, V.array, causal, scale, True, block_q=block or 1024, block_k=block
         ),
         [*QKV, "causal", "scale", "block_k"],

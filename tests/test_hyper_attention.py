@@ -54,7 +54,7 @@ def close(a, b, dtype):
 def test_exact_when_one_block_holds_every_key(QKV, seed):
     Q, K, V = QKV
     out, lse = sketchla.hyper_attention(Q, K, V, block_size=K.shape[-2], seed=seed, return_lse=True)
-    ref, ref_lse = sketchla.attention(Q, K, V, return_lse=True)
+    ref, ref_lse = sketchla.exact_attention(Q, K, V, return_lse=True)
     assert out.dtype == Q.dtype and out.shape == ref.shape and lse.shape == ref_lse.shape
     close(out, dense_attention(Q, K, V), Q.dtype)
     close(lse, ref_lse, Q.dtype)
@@ -75,7 +75,7 @@ def test_causal_recursion_and_merges_are_exact_when_every_quadrant_is(QKV, min_s
     out, lse = sketchla.hyper_attention(
         Q, K, V, causal=True, min_seq_len=min_seq_len, block_size=10**6, return_lse=True
     )
-    ref, ref_lse = sketchla.attention(Q, K, V, causal=True, return_lse=True)
+    ref, ref_lse = sketchla.exact_attention(Q, K, V, causal=True, return_lse=True)
     close(out, ref, Q.dtype)
     close(lse, ref_lse, Q.dtype)
 

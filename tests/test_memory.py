@@ -56,7 +56,7 @@ def test_hyper_attention_peak_memory_is_linear_at_n_65536():
 @pytest.mark.slow
 def test_exact_attention_peak_memory_is_one_tile_at_n_32768():
     n = 32768
-    peak = peak_bytes(sketchla.attention, *qkv(n))
+    peak = peak_bytes(sketchla.exact_attention, *qkv(n))
     tile = BLOCK_Q * BLOCK_K * 4
     bound = 2 * n * (D + D_V) * 4 + tile + 2**22
     assert peak < bound, f"peak {peak / 2**20:.1f} MiB > bound {bound / 2**20:.1f} MiB"

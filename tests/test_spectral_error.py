@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp, softmax
 
-from sketchla import attention, spectral_error
+from sketchla import exact_attention, spectral_error
 from sketchla.attention import errors as errors_module
 from sketchla.attention.errors import softmax_op_norm
 from sketchla.testing.attention_instances import ATTENTION_INSTANCES, attention_instance
@@ -74,7 +74,7 @@ def test_agrees_with_dense_at_n_2048(n_q, n_k):
     """Cross attention with 2048 queries or keys (a square 2048 x 2048 dense SVD would take
     tens of seconds on the shared 2-core machine)."""
     Q, K, V = attention_instance("planted", n_q, 32, n_k=n_k, seed=3)
-    approx = attention(Q, K, V) + 1e-3 * np.random.default_rng(2).standard_normal((n_q, 32))
+    approx = exact_attention(Q, K, V) + 1e-3 * np.random.default_rng(2).standard_normal((n_q, 32))
     ratio, diag = spectral_error(Q, K, V, approx, return_diagnostics=True)
     P = dense_softmax(Q, K)[0]
     np.testing.assert_allclose(diag["softmax_op_norm"], np.linalg.norm(P, 2), rtol=1e-8)
@@ -108,17 +108,17 @@ def test_property_matches_dense(problem):
 
 def test_exact_output_has_zero_error_and_float32_inputs_work():
     Q, K, V = attention_instance("flat", 300, 8, dtype=np.float32, seed=4)
-    assert spectral_error(Q, K, V, attention(Q, K, V)) < 1e-6  # float32 rounding of approx
+    assert spectral_error(Q, K, V, exact_attention(Q, K, V)) < 1e-6  # float32 rounding of approx
     Q, K, V = (X.astype(np.float64) for X in (Q, K, V))
-    assert spectral_error(Q, K, V, attention(Q, K, V), causal=False) < 1e-14
+    assert spectral_error(Q, K, V, exact_attention(Q, K, V), causal=False) < 1e-14
 
 
 def test_batch_dims_return_the_worst_head():
     rng = np.random.default_rng(5)
     Q, K, V = rng.standard_normal((3, 2, 3, 50, 4))
-    approx = attention(Q, K, V) + rng.standard_normal((2, 3, 50, 4)) * np.arange(1, 7).reshape(
-        2, 3, 1, 1
-    )
+    approx = exact_attention(Q, K, V) + rng.standard_normal((2, 3, 50, 4)) * np.arange(
+        1, 7
+    ).reshape(2, 3, 1, 1)
     ratio, diag = spectral_error(Q, K, V, approx, return_diagnostics=True)
     per_head = [
         dense_ratio(Q[i, j], K[i, j], V[i, j], approx[i, j]) for i in (0, 1) for j in (0, 1, 2)

@@ -2,9 +2,15 @@
 spectral-norm error check; :func:`merge_partials` combines partial softmaxes in log space."""
 
 from .errors import spectral_error
-from .exact import attention
+from .exact import exact_attention
 from .hyper import hyper_attention
 from .lev import lev_attention
 from .merge import merge_partials
 
-__all__ = ["attention", "hyper_attention", "lev_attention", "merge_partials", "spectral_error"]
+__all__ = [
+    "exact_attention",
+    "hyper_attention",
+    "lev_attention",
+    "merge_partials",
+    "spectral_error",
+]

@@ -137,9 +137,9 @@ def spectral_error(
     Parameters
     ----------
     Q, K, V : array_like, shapes (..., n_q, d), (..., n_k, d), (..., n_k, d_v)
-        The attention problem (validated as by :func:`sketchla.attention`).
+        The attention problem (validated as by :func:`sketchla.exact_attention`).
     approx : array_like, shape (..., n_q, d_v)
-        The approximation of ``attention(Q, K, V, causal, scale)``; finite.
+        The approximation of ``exact_attention(Q, K, V, causal, scale)``; finite.
     causal : bool, default False
     scale : float, optional
         Logit scale, default ``1 / sqrt(d)``.
@@ -189,13 +189,13 @@ def spectral_error(
     Examples
     --------
     >>> import numpy as np
-    >>> from sketchla import attention
+    >>> from sketchla import exact_attention
     >>> rng = np.random.default_rng(0)
     >>> Q, K, V = rng.standard_normal((3, 500, 16))
-    >>> spectral_error(Q, K, V, attention(Q, K, V)) < 1e-14
+    >>> spectral_error(Q, K, V, exact_attention(Q, K, V)) < 1e-14
     True
     >>> ratio, diag = spectral_error(Q, K, V, np.zeros((500, 16)), return_diagnostics=True)
-    >>> bool(np.isclose(ratio, np.linalg.norm(attention(Q, K, V), 2)
+    >>> bool(np.isclose(ratio, np.linalg.norm(exact_attention(Q, K, V), 2)
     ...      / (diag["softmax_op_norm"] * np.linalg.norm(V, 2))))
     True
     """
@@ -291,7 +291,9 @@ def _head_diagnostics(q, k, v, approx, approx_lse, causal, scale, heavy_threshol
         err = approx - exact
     raise_for_overflow(np.dtype(np.float64), exact, lse)
     if not np.isfinite(err).all():
-        raise ValueError("approx - attention(Q, K, V) overflowed float64; rescale approx and V")
+        raise ValueError(
+            "approx - exact_attention(Q, K, V) overflowed float64; rescale approx and V"
+        )
     # the ratio is invariant under (V, approx) -> (V, approx) / c: norms of the scaled arrays,
     # so that values near the largest float (or denormal) give a finite, accurate ratio
     c = max(float(np.abs(v).max()), float(np.abs(err).max())) or 1.0

@@ -27,7 +27,7 @@ import numpy as np
 from .._backend import check_int
 from ._inputs import check_attention_inputs, raise_for_overflow
 
-__all__ = ["attention"]
+__all__ = ["exact_attention"]
 
 #: default tile: 1024 queries x 4096 keys (16 MiB of float32 logits, 32 MiB of float64). Large
 #: tiles keep the number of BLAS calls small: on a shared machine each multi-threaded call can
@@ -37,7 +37,7 @@ BLOCK_K = 4096
 
 
 @overload
-def attention(
+def exact_attention(
     Q,
     K,
     V,
@@ -51,7 +51,7 @@ def attention(
 
 
 @overload
-def attention(
+def exact_attention(
     Q,
     K,
     V,
@@ -65,7 +65,7 @@ def attention(
 
 
 @overload
-def attention(
+def exact_attention(
     Q,
     K,
     V,
@@ -79,7 +79,7 @@ def attention(
 
 
 @overload
-def attention(
+def exact_attention(
     Q,
     K,
     V,
@@ -92,7 +92,7 @@ def attention(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
 
 
-def attention(
+def exact_attention(
     Q,
     K,
     V,
@@ -141,7 +141,7 @@ def attention(
     >>> from scipy.special import softmax
     >>> rng = np.random.default_rng(0)
     >>> Q, K, V = rng.standard_normal((3, 100, 8))
-    >>> out = attention(Q, K, V, causal=True)
+    >>> out = exact_attention(Q, K, V, causal=True)
     >>> S = Q @ K.T / np.sqrt(8) + np.triu(np.full((100, 100), -np.inf), 1)
     >>> bool(np.allclose(out, softmax(S, axis=1) @ V))
     True

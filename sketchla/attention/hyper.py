@@ -190,7 +190,7 @@ def hyper_attention(
     >>> rng = np.random.default_rng(0)
     >>> Q, K, V = rng.standard_normal((3, 2, 1000, 16))   # 2 heads
     >>> out = sketchla.hyper_attention(Q, K, V, block_size=1000)   # one block: exact
-    >>> bool(np.allclose(out, sketchla.attention(Q, K, V)))
+    >>> bool(np.allclose(out, sketchla.exact_attention(Q, K, V)))
     True
     """
     inp = check_attention_inputs(Q, K, V, causal, scale)

@@ -154,7 +154,7 @@ def lev_attention(
     Parameters
     ----------
     Q, K, V : array_like, shapes (..., n_q, d), (..., n_k, d), (..., n_k, d_v)
-        Validated as by :func:`sketchla.attention`. Each head gets its own key set.
+        Validated as by :func:`sketchla.exact_attention`. Each head gets its own key set.
     eps : float in (0, 1], optional
         Keep keys whose score (leverage for softmax and ("poly", 2); certified lp-sensitivity
         bound for ("poly", p); causal: scores among the keys up to each key) is >= eps.
@@ -192,10 +192,10 @@ def lev_attention(
     Examples
     --------
     >>> import numpy as np
-    >>> from sketchla import attention
+    >>> from sketchla import exact_attention
     >>> rng = np.random.default_rng(0)
     >>> Q, K, V = rng.standard_normal((3, 200, 8))
-    >>> bool(np.allclose(lev_attention(Q, K, V, k=200), attention(Q, K, V)))
+    >>> bool(np.allclose(lev_attention(Q, K, V, k=200), exact_attention(Q, K, V)))
     True
     >>> lev_attention(Q, K, V, eps=0.05, local_window=16, causal=True).shape
     (200, 8)

@@ -4,7 +4,7 @@ One head, d = 64, float32, Q, K, V from :func:`sketchla.testing.attention_instan
 the timings), non-causal and causal, at n in {4096, 16384, 65536, 131072} (``n`` names the
 largest; smaller default sizes below it are kept). Timed per (n, causal), interleaved:
 
-* ``exact``: :func:`sketchla.attention` (ours, blockwise online softmax, numpy/BLAS). Above
+* ``exact``: :func:`sketchla.exact_attention` (ours, blockwise online softmax, numpy/BLAS). Above
   ``exact_repeat_max_n`` it runs once and its "median" is that single time; the other cases
   there run ``repeat`` rounds without a warm-up call (their kernels were compiled at the
   smaller sizes, which run first).
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..attention import attention, lev_attention
+from ..attention import exact_attention, lev_attention
 from ..attention.errors import softmax_op_norm
 from ..attention.lev import lev_key_set
 from ..testing.attention_instances import attention_instance
@@ -118,7 +118,7 @@ def spectral_ratios(
     for kind in SPECTRAL_INSTANCES:
         Q, K, V = attention_instance(kind, n, d, seed=seed, dtype=np.float32)
         q, k, v = (X.astype(np.float64) for X in (Q, K, V))
-        exact = attention(q, k, v, causal=causal)
+        exact = exact_attention(q, k, v, causal=causal)
         sigma = softmax_op_norm(q, k, causal)[0]
         denom = sigma * np.linalg.norm(v, 2)
         for name, solve in solvers.items():
@@ -133,7 +133,7 @@ def _time_size(size, d, causal, repeat, seed, solvers, sdpa, exact_repeat_max_n,
     """Timed cases of one (n, causal) on the "flat" instance, interleaved."""
     tag = _tag(size, causal)
     Q, K, V = attention_instance("flat", size, d, seed=seed, dtype=np.float32)
-    exact = partial(attention, Q, K, V, causal=causal)
+    exact = partial(exact_attention, Q, K, V, causal=causal)
     timed = {}
     cases = []
     if size > exact_repeat_max_n:

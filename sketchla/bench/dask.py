@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from ..sketch import CountSketch
+from ..operators import CountSketch
 from ._timing import Case, Comparison, compare, run_interleaved
 
 #: sizes of ``sketchla bench dask --quick`` (no out-of-core run)

@@ -26,7 +26,7 @@ import scipy.fft
 import scipy.linalg
 import scipy.sparse as sp
 
-from ..sketch import SRHT, CountSketch, GaussianSketch, SparseSign
+from ..operators import SRHT, CountSketch, GaussianSketch, SparseSign
 from ._timing import Case, Comparison, compare, run_interleaved
 
 #: sizes of ``sketchla bench sketch --quick``

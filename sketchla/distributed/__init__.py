@@ -3,7 +3,7 @@ universal sets. dask is optional (``pip install 'sketchla[dask]'``) and imported
 dask array is actually passed.
 
 * ``S @ A`` and ``sketchla.sketch(A, ...)`` with A a dask array return a lazy dask array (the
-  hook is registered here with :func:`sketchla.sketch._base.register_lazy`); see
+  hook is registered here with :func:`sketchla.operators._base.register_lazy`); see
   :func:`sketchla.distributed.sketch.dask_forward`. ``S.T @ Y``, ``B @ S.T`` and ``Y @ S``
   with dask inputs are lazy too (:func:`~sketchla.distributed.sketch.dask_adjoint`).
 * :func:`leverage_scores` (lazy, exact by ``dask.array.linalg.tsqr`` or sketched),
@@ -14,7 +14,7 @@ dask array is actually passed.
   setting, and an explicit namespace keeps the in-memory functions' contracts unchanged.
 """
 
-from ..sketch._base import register_lazy
+from ..operators._base import register_lazy
 from ._detect import is_dask_array
 from .attention import lev_attention
 from .scores import leverage_scores, universal_set

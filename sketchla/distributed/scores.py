@@ -19,11 +19,11 @@ import numpy as np
 import scipy.linalg
 
 from .._backend import check_finite, check_int, check_real, compute_dtype
+from ..operators import KINDS
 from ..random import SeedLike, child_seed
 from ..scores import leverage_scores as _batch_leverage_scores
 from ..scores.leverage import _numerical_rank
 from ..scores.universal import _THRESHOLD_SLACK
-from ..sketch import KINDS
 from ._detect import is_dask_array, require_dask
 from .sketch import row_chunked, row_offsets, tree_sum
 

@@ -27,7 +27,7 @@ from .._backend import (
     is_sparse,
     raise_for_nonfinite,
 )
-from ..sketch import SketchOperator
+from ..operators import SketchOperator
 from ._detect import require_dask
 
 __all__ = [

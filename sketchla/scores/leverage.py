@@ -13,8 +13,8 @@ from scipy.linalg.blas import dtrsm
 
 from .._backend import as_dense, check_finite, check_int, check_real
 from .._threads import serial_blas
+from ..operators import KINDS
 from ..random import SeedLike, child_seed
-from ..sketch import KINDS
 
 __all__ = ["leverage_scores", "online_leverage_scores"]
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..sketch import KINDS, SketchOperator
+from ..operators import KINDS, SketchOperator
 
 #: operator kinds of :func:`sketchla.sketch`
 OPERATOR_KINDS: tuple[str, ...] = tuple(KINDS)

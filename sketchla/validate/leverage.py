@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..operators import KINDS
 from ..random import child_seed
 from ..scores import StreamingLeverage, leverage_scores, online_leverage_scores, universal_set
-from ..sketch import KINDS
 from ._core import Context, experiment
 from ._plot import figure, finish
 
