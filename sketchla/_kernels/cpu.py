@@ -14,12 +14,15 @@ from numba import prange
 
 from .._jit import dual_kernel
 from ..random import counter_sign, counter_uniform, floyd_sample_into
+from .simd import LANES, axpy_lanes
 
 #: budget for the per-partition accumulators of row-partitioned scatter kernels (bytes).
 _PARTITION_BUDGET = 64 * 2**20
 #: at most this many partitions; at least this many rows per partition.
 _MAX_PARTITIONS = 8
 _MIN_PARTITION_ROWS = 4096
+#: rows of a dense input hashed together before they are scattered (``hash_apply_rows``)
+_HASH_BLOCK = 256
 
 
 def n_partitions(n_items: int, out_entries: int) -> int:
@@ -61,25 +64,46 @@ def reduce_partitions(bufs):
     return out
 
 
+@numba.njit(cache=True, inline="always")
+def _hash_block(kb, gb, ks, gs, j0, j1, m, s, scale, rows, vals):
+    """rows[j - j0] and vals[j - j0] of columns j0 <= j < j1 of S (rows as ``hash_table``)."""
+    for j in range(j0, j1):
+        floyd_sample_into(kb, gb, j * s, s, m, rows[j - j0])
+        for t in range(s):
+            vals[j - j0, t] = scale * counter_sign(ks, gs, j * s + t)
+
+
 @dual_kernel
 def hash_apply_rows(A, kb, gb, ks, gs, m, s, scale, n_parts):
     """Partial sums of S @ A per row partition (reduce with ``reduce_partitions``) for dense A
-    read row by row (C-order or any strided view): one pass, hashes on the fly, float64."""
+    read row by row (C-order or any strided view): one pass, float64 accumulators.
+
+    Each partition hashes ``_HASH_BLOCK`` rows at a time in one tight loop (no memory traffic),
+    then scatters them; rows with unit stride are added 8 lanes at a time (``axpy_lanes``:
+    the scalar loop's roundings, vectorised), the remaining columns one by one. Every output
+    entry of a partition sums its rows in row order, then t order, as the scalar loop does."""
     n, d = A.shape
     bufs = np.zeros((n_parts, m, d), dtype=np.float64)
+    dv = (d // LANES) * LANES if A.strides[1] == A.itemsize else 0
     for p in prange(n_parts):
         lo = p * n // n_parts
         hi = (p + 1) * n // n_parts
-        rows = np.empty(s, dtype=np.int64)
+        rows = np.empty((_HASH_BLOCK, s), dtype=np.int64)
+        vals = np.empty((_HASH_BLOCK, s), dtype=np.float64)
         acc = bufs[p]
-        for j in range(lo, hi):
-            floyd_sample_into(kb, gb, j * s, s, m, rows)
-            for t in range(s):
-                v = scale * counter_sign(ks, gs, j * s + t)
-                dst = acc[rows[t]]
+        for j0 in range(lo, hi, _HASH_BLOCK):
+            j1 = min(hi, j0 + _HASH_BLOCK)
+            _hash_block(kb, gb, ks, gs, j0, j1, m, s, scale, rows, vals)
+            for j in range(j0, j1):
                 src = A[j]
-                for c in range(d):
-                    dst[c] += v * src[c]
+                for t in range(s):
+                    b = rows[j - j0, t]
+                    v = vals[j - j0, t]
+                    for c0 in range(0, dv, LANES):
+                        axpy_lanes(acc, b, c0, v, A, j, c0)
+                    dst = acc[b]
+                    for c in range(dv, d):
+                        dst[c] += v * src[c]
     return bufs
 
 
