@@ -74,8 +74,14 @@ def array_namespace(*arrays: Any) -> ModuleType:
 
 
 def compute_dtype(dtype: Any, name: str) -> np.dtype:
-    """The floating dtype an input of ``dtype`` is computed and returned in (policy above)."""
+    """The floating dtype an input of ``dtype`` is computed and returned in (policy above).
+
+    Byte order does not matter: a big-endian ``>f8`` (FITS data, for example) computes in the
+    native float64, like numpy and scipy.linalg do; the conversion is explicit (one copy).
+    """
     dtype = np.dtype(dtype)
+    if dtype.byteorder not in "=|":
+        dtype = dtype.newbyteorder("=")
     if dtype == np.float64 or dtype == np.float32:
         return dtype
     if dtype == np.float16:
@@ -100,10 +106,16 @@ def _check_ndim_and_size(shape: tuple[int, ...], name: str, ndim: Sequence[int])
 def as_dense(A: Any, name: str, ndim: Sequence[int] = (1, 2)) -> np.ndarray:
     """Validate a dense host input and convert it to its compute dtype.
 
-    Returns ``A`` itself (no copy, any memory layout) when it already is a float32/float64
-    ndarray; otherwise a new array in the dtype of the policy. Finiteness is *not* checked here
-    (see :func:`check_finite` and :func:`raise_for_nonfinite`), so that kernels that must read
+    Returns ``A`` itself (no copy, any memory layout) when it already is a native-byte-order
+    float32/float64 ndarray; otherwise a new array in the dtype of the policy (big-endian
+    input is byte-swapped to native order). Finiteness is *not* checked here (see
+    :func:`check_finite` and :func:`raise_for_nonfinite`), so that kernels that must read
     every entry anyway can check in the same pass.
+
+    ndarray subclasses are viewed as plain ndarrays (``np.matrix``, what scipy.sparse's
+    ``.todense()`` returns, would otherwise turn row indexing and ``*`` into matrix
+    operations; a 1-D input given as ``np.matrix`` arrives as shape (1, n)). Masked arrays are
+    a TypeError naming the argument: dropping the mask silently would use the masked values.
     """
     if is_sparse(A):
         raise TypeError(f"{name} must be a dense array, got a scipy.sparse {A.format} matrix")
@@ -112,6 +124,14 @@ def as_dense(A: Any, name: str, ndim: Sequence[int] = (1, 2)) -> np.ndarray:
             f"{name} is a CuPy array; this function runs on host (NumPy) arrays only in this "
             "version. Pass cupy.asnumpy(...) explicitly."
         )
+    if isinstance(A, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a numpy masked array; sketchla does not interpret masks. Pass "
+            f"{name}.filled(value) (masked entries replaced) or {name}.data (mask ignored) "
+            "explicitly"
+        )
+    if isinstance(A, np.ndarray) and type(A) is not np.ndarray:
+        A = A.view(np.ndarray)  # np.matrix, memmap, ...: same data, plain ndarray semantics
     if not isinstance(A, np.ndarray):
         if isinstance(A, (str, bytes)) or A is None:
             raise TypeError(f"{name} must be an array, got {type(A).__name__}")

@@ -49,7 +49,7 @@ def distortion_table(n: int = 4096, d: int = 16, sizes=(64, 128, 256, 512), seed
                 if kind == "uniform rows":
                     vals = [distortion(uniform_rows(U, m, s)) for s in range(seeds)]
                 else:
-                    vals = [distortion(make_operator(kind, m, n, seed=s) @ U) for s in range(seeds)]
+                    vals = [distortion(make_operator(kind, m, n, rng=s) @ U) for s in range(seeds)]
                 med.append(float(np.median(vals)))
             cells[m] = tuple(med)
         rows.append((kind, cells))

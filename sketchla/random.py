@@ -33,6 +33,8 @@ distinct outputs. Derived variates:
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -59,7 +61,11 @@ __all__ = [
     "Stream",
     "as_seed_sequence",
     "child_seed",
+    "external_stacklevel",
+    "recorded_rng",
     "resolve_rng",
+    "rng_alias",
+    "rng_repr",
     "stream",
 ]
 
@@ -188,6 +194,28 @@ def _floyd_sample_mask(key, gamma, k, n):
     return np.flatnonzero(taken)
 
 
+@numba.njit(cache=True)
+def _floyd_sample_set(key, gamma, k, n):
+    """The same k integers as ``_floyd_sample_mask`` (same draws, same collision rule), with a
+    hash set of the k draws instead of an n-entry mask: O(k) memory for any n < 2^63."""
+    taken = set()
+    out = np.empty(k, dtype=np.int64)
+    for t in range(k):
+        upper = n - k + t
+        r = counter_below(key, gamma, t, upper + 1)
+        if r in taken:
+            r = upper
+        taken.add(r)
+        out[t] = r
+    out.sort()
+    return out
+
+
+#: ``sample_without_replacement`` uses the n-entry mask while n <= this multiple of k (a
+#: sequential byte mask is faster than hashing), the hash set above it
+_MASK_RATIO = 64
+
+
 # --------------------------------------------------------------------------------------------
 # Vectorised helpers over index arrays (used by operators, tests and users)
 # --------------------------------------------------------------------------------------------
@@ -282,6 +310,62 @@ def resolve_rng(
     return as_seed_sequence(rng, "rng")
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def external_stacklevel() -> int:
+    """The ``stacklevel`` for :func:`resolve_rng` (or ``warnings.warn``) called from the calling
+    function that makes a warning point at the first frame outside the sketchla package (the
+    user's line), however many sketchla frames lie between."""
+    level = 2  # the caller of this function, seen from inside resolve_rng
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+def recorded_rng(
+    rng: RngLike, seed: object, seed_sequence: np.random.SeedSequence
+) -> int | np.random.SeedSequence:
+    """What an object built from ``rng=`` (or the deprecated ``seed=``) records as its ``rng``:
+    the int or SeedSequence as given, else (None, a Generator) the SeedSequence derived from
+    it, so that ``repr`` and copies rebuild the same object."""
+    given = rng if isinstance(seed, _Unset) else seed
+    if isinstance(given, numbers.Integral) and not isinstance(given, (bool, np.bool_)):
+        return int(given)
+    if isinstance(given, np.random.SeedSequence):
+        return given
+    return seed_sequence
+
+
+def rng_repr(rng: RngLike, seed_sequence: np.random.SeedSequence) -> str:
+    """Text for ``rng=`` in a repr that rebuilds the same object: the int as given, else the
+    SeedSequence's entropy (for None or a Generator, the entropy that was drawn)."""
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_)):
+        return repr(int(rng))
+    ss = seed_sequence
+    if not ss.spawn_key and ss.pool_size == 4 and isinstance(ss.entropy, int):
+        return repr(ss.entropy)
+    return f"SeedSequence({ss.entropy!r}, spawn_key={tuple(ss.spawn_key)!r})"
+
+
+def rng_alias(rng: RngLike, seed: SeedLike | _Unset = UNSET, *, stacklevel: int = 3) -> RngLike:
+    """``rng`` after honouring the deprecated ``seed=`` alias (DeprecationWarning; both given
+    is a TypeError), *without* converting it: for functions that use randomness only in some
+    modes and must not advance a Generator they do not draw from."""
+    if isinstance(seed, _Unset):
+        return rng
+    if rng is not None:
+        raise TypeError("pass rng= only: seed= is its deprecated alias, got both")
+    warnings.warn(
+        "seed= is deprecated and will be removed; pass rng= instead (SPEC 7)",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+    return seed
+
+
 def child_seed(seed: SeedLike, k: int) -> np.random.SeedSequence:
     """The k-th child of ``seed`` as a pure function (``SeedSequence.spawn`` would mutate the
     caller's object, so two calls with one SeedSequence would differ). Equal to
@@ -346,7 +430,9 @@ class Stream:
         """``k`` distinct integers of [0, n) in ascending order (uniform over k-subsets)."""
         if not 0 <= k <= n:
             raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-        return _floyd_sample_mask(self.key, self.gamma, k, n)
+        if n <= _MASK_RATIO * max(k, 1):
+            return _floyd_sample_mask(self.key, self.gamma, k, n)
+        return _floyd_sample_set(self.key, self.gamma, k, n)  # same set, O(k) memory
 
 
 def stream(seed: SeedLike, stream_id: int) -> Stream:

@@ -121,3 +121,37 @@ def test_array_namespace():
         be.array_namespace(np.ones(2), _FakeCupyArray())
     with pytest.raises(TypeError, match="A is a CuPy array"):
         be.as_dense(_FakeCupyArray(), "A")
+
+
+# -- issue 20, defect 1: ndarray subclasses; defect 7: big-endian input ---------------------
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
+def test_ndarray_subclasses_are_plain_arrays():
+    """np.matrix (what scipy.sparse's .todense() returns) and memmap-like subclasses arrive as
+    plain ndarrays with the same data (row indexing and * keep their array meaning)."""
+    A = np.arange(12.0).reshape(4, 3)
+    out = be.as_dense(np.matrix(A), "A")
+    assert type(out) is np.ndarray
+    np.testing.assert_array_equal(out, A)
+    assert out[0].shape == (3,)  # a matrix row would be (1, 3)
+    sub = be.as_dense(sp.csr_matrix(A).todense(), "A")
+    assert type(sub) is np.ndarray and sub.shape == (4, 3)
+
+
+@pytest.mark.parametrize("mask", [np.ma.nomask, [[True, False, False]] + [[False] * 3] * 3])
+def test_masked_arrays_are_rejected_naming_the_argument(mask):
+    """A mask is never dropped silently: a TypeError names the argument and the explicit
+    alternatives (.filled, .data)."""
+    A = np.ma.masked_array(np.ones((4, 3)), mask=mask)
+    with pytest.raises(TypeError, match=r"K is a numpy masked array.*K\.filled"):
+        be.as_dense(A, "K")
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">f4", ">f2", ">i4", "<f8"])
+def test_big_endian_inputs_are_converted(dtype):
+    """Non-native byte order is converted (explicitly, one copy), like numpy and scipy.linalg
+    do; the values are unchanged and the result is native."""
+    A = np.arange(6.0).reshape(3, 2).astype(dtype)
+    out = be.as_dense(A, "A")
+    assert out.dtype.isnative
+    assert out.dtype == be.compute_dtype(np.dtype(dtype).newbyteorder("="), "A")
+    np.testing.assert_array_equal(out, A.astype(np.float64))

@@ -20,8 +20,8 @@ from sketchla.testing import OPERATOR_KINDS, make_operator
         (lambda: sketchla.SRHT(6, 5), ValueError, "m must be <= n for SRHT"),
         (lambda: sketchla.SparseSign(4, 9, nnz_per_col=5), ValueError, "nnz_per_col must be <= m"),
         (lambda: sketchla.SparseSign(4, 9, nnz_per_col=0), ValueError, "nnz_per_col must be in"),
-        (lambda: sketchla.CountSketch(4, 9, seed=-3), ValueError, "seed must be non-negative"),
-        (lambda: sketchla.CountSketch(4, 9, seed=0.5), TypeError, "seed must be"),
+        (lambda: sketchla.CountSketch(4, 9, rng=-3), ValueError, "rng must be non-negative"),
+        (lambda: sketchla.CountSketch(4, 9, rng=0.5), TypeError, "rng must be"),
         (
             lambda: sketchla.sketch(np.ones((4, 2)), 2, kind="fft"),
             ValueError,
@@ -36,7 +36,7 @@ def test_constructor_errors(ctor, exc, msg):
 
 @pytest.fixture(params=OPERATOR_KINDS)
 def S(request):
-    return make_operator(request.param, 4, 10, seed=0)
+    return make_operator(request.param, 4, 10, rng=0)
 
 
 def test_wrong_ndim_and_rows(S):
@@ -96,3 +96,72 @@ def test_empty_complex_and_objects(S):
         S.T @ sp.csr_array(np.ones((4, 2)))
     with pytest.raises(TypeError, match="products of sketch operators"):
         S @ S.T
+
+
+# -- issue 20, defect 1: ndarray subclasses, masked arrays; defect 7: big-endian ------------
+def _public_calls(X):
+    """(name, function of one (n, d) array) for public entry points that take a dense matrix."""
+    return [
+        ("leverage_scores svd", lambda A: sketchla.leverage_scores(A, method="svd")),
+        ("leverage_scores qr", lambda A: sketchla.leverage_scores(A)),
+        ("lewis_weights", lambda A: sketchla.lewis_weights(A, 1.0)),
+        ("sensitivity_bounds", lambda A: sketchla.sensitivity_bounds(A, 3.0)),
+        ("universal_set", lambda A: sketchla.universal_set(A, 0.2)),
+        ("online_leverage_scores", lambda A: sketchla.online_leverage_scores(A, ridge=1.0)),
+        ("SimHash.project", lambda A: sketchla.SimHash(A.shape[1], 4, rng=0).project(A)),
+        ("SimHash.codes", lambda A: sketchla.SimHash(A.shape[1], 4, rng=0).codes(A)),
+        ("CountSketch @", lambda A: sketchla.CountSketch(5, A.shape[0], rng=0) @ A),
+        ("SRHT @", lambda A: sketchla.SRHT(5, A.shape[0], rng=0) @ A),
+        ("sketch", lambda A: sketchla.sketch(A, 5, kind="gaussian", rng=0)),
+        ("exact_attention", lambda A: sketchla.exact_attention(A, A, A)),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
+@pytest.mark.parametrize("call", range(12))
+def test_np_matrix_input_gives_the_ndarray_answer(call):
+    """np.matrix (scipy.sparse's .todense()) used to give IndexError (leverage_scores svd),
+    'shapes not aligned' (lewis_weights), an np.matrix result (SimHash.project) or silently
+    wrong attention. Every entry point now returns the plain-ndarray answer."""
+    A = np.random.default_rng(3).standard_normal((40, 3))
+    name, fn = _public_calls(A)[call]
+    expected = fn(A)
+    got = fn(np.matrix(A))
+    assert type(got) is type(expected), name
+    np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_np_matrix_attention_of_the_issue():
+    """The issue's example: [2, 2] for np.matrix queries where the answer is [2, 2.144]."""
+    Q = np.array([[1.0, 0.0]])
+    K = np.array([[1.0, 0.0], [0.0, 1.0]])
+    V = np.array([[2.0, 2.0], [2.0, 2.5]])
+    np.testing.assert_allclose(
+        sketchla.exact_attention(np.matrix(Q), K, V), sketchla.exact_attention(Q, K, V)
+    )
+    assert not np.allclose(sketchla.exact_attention(Q, K, V)[0], [2.0, 2.0])
+
+
+@pytest.mark.parametrize("call", range(12))
+def test_masked_arrays_raise_type_error_naming_the_argument(call):
+    """Masked arrays used to raise NumbaTypeError or 'could not be broadcast'; now a TypeError
+    names the argument (the mask is never dropped silently)."""
+    A = np.random.default_rng(3).standard_normal((40, 3))
+    _, fn = _public_calls(A)[call]
+    masked = np.ma.masked_array(A, mask=np.abs(A) > 2)
+    with pytest.raises(TypeError, match=r"(A|X|K|Q) is a numpy masked array"):
+        fn(masked)
+
+
+@pytest.mark.parametrize("call", range(12))
+@pytest.mark.parametrize("dtype", [">f8", ">f4"])
+def test_big_endian_input_gives_the_native_answer(call, dtype):
+    """'>f8' used to be rejected as an unsupported dtype; now it computes like the native
+    dtype of the same width (FITS data is big-endian)."""
+    A = np.random.default_rng(3).standard_normal((40, 3)).astype(dtype[1:])
+    name, fn = _public_calls(A)[call]
+    expected = fn(A)
+    got = fn(A.astype(dtype))
+    assert got.dtype == expected.dtype, name
+    np.testing.assert_array_equal(got, expected, err_msg=name)

@@ -80,10 +80,10 @@ def _inputs() -> dict[str, Any]:
 
 def _checks(x: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     A, n = x["A"], x["A"].shape[0]
-    cs = sketchla.CountSketch(512, n, seed=11)
-    ss = sketchla.SparseSign(512, n, nnz_per_col=8, seed=12)
-    srht = sketchla.SRHT(512, n, seed=13)
-    gauss = sketchla.GaussianSketch(32, 2000, seed=14)
+    cs = sketchla.CountSketch(512, n, rng=11)
+    ss = sketchla.SparseSign(512, n, nnz_per_col=8, rng=12)
+    srht = sketchla.SRHT(512, n, rng=13)
+    gauss = sketchla.GaussianSketch(32, 2000, rng=14)
     checks: dict[str, Callable[[], Any]] = {
         "countsketch dense C": lambda: cs @ A,
         "countsketch dense F": lambda: cs @ x["A_f"],
@@ -101,7 +101,7 @@ def _checks(x: dict[str, Any]) -> dict[str, Callable[[], Any]]:
         "srht column block": lambda: srht.column_block(1000, 5096) @ A[1000:5096],
         "gaussian entries": lambda: gauss.todense(),
         "gaussian block entries": lambda: gauss.column_block(300, 900).todense(),
-        "sketch() functional": lambda: sketchla.sketch(A, 256, kind="sparse_sign", seed=15),
+        "sketch() functional": lambda: sketchla.sketch(A, 256, kind="sparse_sign", rng=15),
         "stream variates": lambda: [
             getattr(sketchla.random.stream(16, 3), f)(np.arange(10_000))
             for f in ("uint64", "signs", "uniform", "normal")
@@ -109,14 +109,14 @@ def _checks(x: dict[str, Any]) -> dict[str, Callable[[], Any]]:
         "stream sample": lambda: sketchla.random.stream(16, 4).sample_without_replacement(
             500, 100_000
         ),
-        "leverage sketch": lambda: sketchla.leverage_scores(A, method="sketch", seed=17),
+        "leverage sketch": lambda: sketchla.leverage_scores(A, method="sketch", rng=17),
         "leverage sketch jl": lambda: sketchla.leverage_scores(
-            A[:8000], method="sketch", seed=18, jl_dim=8, sketch_kind="srht"
+            A[:8000], method="sketch", rng=18, jl_dim=8, sketch_kind="srht"
         ),
         "leverage exact": lambda: sketchla.leverage_scores(x["K"]),
         "universal_set exact": lambda: sketchla.universal_set(x["K"], 0.01),
         "universal_set sketch": lambda: sketchla.universal_set(
-            x["K"], 0.01, method="sketch", seed=19
+            x["K"], 0.01, method="sketch", rng=19
         ),
         "universal_set streaming": lambda: sketchla.universal_set(
             x["K"], 0.01, method="streaming", block_size=1000
@@ -125,7 +125,7 @@ def _checks(x: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     # the solvers built on top (if they import): SimHash, row sums, AMM, attention
     Q, K, V = x["Q"], x["K_att"], x["V"]
     if hasattr(sketchla, "SimHash"):
-        h = sketchla.SimHash(16, 7, seed=21)
+        h = sketchla.SimHash(16, 7, rng=21)
         checks["simhash planes"] = lambda: h.planes
         checks["simhash codes"] = lambda: h.codes(Q)
         checks["simhash sort_order"] = lambda: h.sort_order(K)
@@ -134,7 +134,7 @@ def _checks(x: dict[str, Any]) -> dict[str, Callable[[], Any]]:
             Q, K, block_size=128, sample_size=128, seed=22
         )
     if hasattr(sketchla, "approx_matmul"):
-        checks["approx_matmul"] = lambda: sketchla.approx_matmul(A[:2000].T, A[:2000], 200, seed=24)
+        checks["approx_matmul"] = lambda: sketchla.approx_matmul(A[:2000].T, A[:2000], 200, rng=24)
     if hasattr(sketchla, "hyper_attention"):
         checks["hyper_attention"] = lambda: sketchla.hyper_attention(
             Q, K, V, block_size=128, sample_size=128, seed=25, return_lse=True
@@ -207,10 +207,10 @@ def test_seeds_change_the_results():
     # the fingerprints are not vacuous: another seed gives another operator
     A = np.random.default_rng(0).standard_normal((5000, 4))
     for make in (sketchla.CountSketch, sketchla.SparseSign, sketchla.SRHT, sketchla.GaussianSketch):
-        assert _digest(make(64, 5000, seed=1) @ A) != _digest(make(64, 5000, seed=2) @ A)
+        assert _digest(make(64, 5000, rng=1) @ A) != _digest(make(64, 5000, rng=2) @ A)
     same_ss = np.random.SeedSequence(7)
-    assert _digest(sketchla.CountSketch(64, 5000, seed=same_ss) @ A) == _digest(
-        sketchla.CountSketch(64, 5000, seed=np.random.SeedSequence(7)) @ A
+    assert _digest(sketchla.CountSketch(64, 5000, rng=same_ss) @ A) == _digest(
+        sketchla.CountSketch(64, 5000, rng=np.random.SeedSequence(7)) @ A
     )
 
 
@@ -221,9 +221,9 @@ def test_no_public_function_touches_numpys_global_rng():
     # seed=None draws OS entropy through SeedSequence, not the global RNG
     x = np.random.default_rng(1).standard_normal((3000, 6))
     for make in (sketchla.CountSketch, sketchla.SparseSign, sketchla.SRHT, sketchla.GaussianSketch):
-        make(32, 3000, seed=None) @ x
-    sketchla.leverage_scores(x, method="sketch", seed=None)
-    sketchla.universal_set(x, 0.05, method="sketch", seed=None)
+        make(32, 3000, rng=None) @ x
+    sketchla.leverage_scores(x, method="sketch", rng=None)
+    sketchla.universal_set(x, 0.05, method="sketch", rng=None)
     after = np.random.get_state()  # noqa: NPY002
     assert before[0] == after[0]
     np.testing.assert_array_equal(before[1], after[1])

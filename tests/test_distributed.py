@@ -61,7 +61,7 @@ def partitions(draw, min_n=1, max_n=300):
 
 
 def _ops(m, n, seed=0):
-    return {kind: make_operator(kind, m, n, seed=seed) for kind in OPERATOR_KINDS}
+    return {kind: make_operator(kind, m, n, rng=seed) for kind in OPERATOR_KINDS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +75,7 @@ def _ops(m, n, seed=0):
     seed=st.integers(0, 2**32),
 )
 def test_column_block_is_the_slice_of_the_dense_matrix(kind, n, m, cut, seed):
-    S = make_operator(kind, m, n, seed=seed)
+    S = make_operator(kind, m, n, rng=seed)
     a = min(n - 1, int(cut[0] * n))
     b = a + 1 + int(cut[1] * (n - a - 1))
     D = S.todense()
@@ -97,7 +97,7 @@ def test_column_block_any_input_layout(kind, layout):
     """Regression: SRHT blocks once returned wrong numbers for an F-ordered X (the in-place
     FWHT ran on a buffer that inherited X's layout)."""
     rng = np.random.default_rng(1)
-    S = make_operator(kind, 16, 200, seed=3)
+    S = make_operator(kind, 16, 200, rng=3)
     D = S.todense()
     for a, b in [(0, 8), (3, 29), (64, 200), (0, 200)]:
         X = rng.standard_normal((b - a, 5))
@@ -109,7 +109,7 @@ def test_column_block_any_input_layout(kind, layout):
 
 
 def test_column_block_rejects_bad_ranges():
-    S = sketchla.CountSketch(4, 10, seed=0)
+    S = sketchla.CountSketch(4, 10, rng=0)
     for start, stop in [(-1, 3), (3, 3), (5, 11), (10, 11)]:
         with pytest.raises(ValueError, match=r"start|stop"):
             S.column_block(start, stop)
@@ -126,7 +126,7 @@ def test_dask_sketch_equals_numpy_for_every_operator_and_chunking(client, part, 
     n, chunks = part
     rng = np.random.default_rng(seed)
     ops = _ops(8, n, seed=seed)
-    ops["sparse_sign s=4"] = sketchla.SparseSign(8, n, nnz_per_col=4, seed=seed)
+    ops["sparse_sign s=4"] = sketchla.SparseSign(8, n, nnz_per_col=4, rng=seed)
     A_int = rng.integers(-8, 9, size=(n, d)).astype(np.float64)
     A = rng.standard_normal((n, d))
     lazy = {}
@@ -166,14 +166,14 @@ def test_result_does_not_depend_on_workers_or_scheduler(client):
         cluster = (S @ X).compute()
         np.testing.assert_array_equal(cluster, (S @ X).compute(scheduler="sync"))
         np.testing.assert_array_equal(cluster, (S @ X).compute(scheduler="threads"))
-    cs = sketchla.CountSketch(32, 3001, seed=4) @ da.from_array(A, chunks=(100, 5))
+    cs = sketchla.CountSketch(32, 3001, rng=4) @ da.from_array(A, chunks=(100, 5))
     assert len({(cs.compute(scheduler=s)).tobytes() for s in ("sync", "threads")}) == 1
 
 
 def test_vectors_functional_form_dtypes_and_column_chunks(client):
     rng = np.random.default_rng(5)
     A = rng.standard_normal((400, 6))
-    S = sketchla.SparseSign(20, 400, seed=6)
+    S = sketchla.SparseSign(20, 400, rng=6)
     x = da.from_array(A[:, 0], chunks=150)
     np.testing.assert_allclose((S @ x).compute(), S @ A[:, 0], atol=1e-13)
     assert (S @ x).shape == (20,)
@@ -181,10 +181,10 @@ def test_vectors_functional_form_dtypes_and_column_chunks(client):
     Xc = da.from_array(A, chunks=(150, 2))
     np.testing.assert_allclose((S @ Xc).compute(), S @ A, atol=1e-13)
     for kind in KINDS:
-        out = sketchla.sketch(Xc, 16, kind=kind, seed=7)
+        out = sketchla.sketch(Xc, 16, kind=kind, rng=7)
         assert isinstance(out, da.Array)
         np.testing.assert_allclose(
-            out.compute(), sketchla.sketch(A, 16, kind=kind, seed=7), atol=1e-12
+            out.compute(), sketchla.sketch(A, 16, kind=kind, rng=7), atol=1e-12
         )
     f32 = (S @ Xc.astype(np.float32)).compute()
     assert f32.dtype == np.float32
@@ -200,14 +200,14 @@ def test_dask_result_is_lazy():
         raise RuntimeError("computed")
 
     X = da.from_delayed(delayed(explode)(), shape=(100, 3), dtype=np.float64)
-    out = sketchla.CountSketch(8, 100, seed=0) @ X  # builds the graph only
+    out = sketchla.CountSketch(8, 100, rng=0) @ X  # builds the graph only
     assert isinstance(out, da.Array) and out.shape == (8, 3)
     with pytest.raises(RuntimeError, match="computed"):
         out.compute(scheduler="sync")
 
 
 def test_dask_bad_input():
-    S = sketchla.CountSketch(8, 100, seed=0)
+    S = sketchla.CountSketch(8, 100, rng=0)
     with pytest.raises(ValueError, match="A has 99 rows"):
         S @ da.zeros((99, 3), chunks=50)
     with pytest.raises(TypeError, match="complex"):
@@ -230,7 +230,7 @@ def test_sketchla_imports_and_runs_without_dask():
     code = (
         "import sys; sys.modules['dask'] = None\n"
         "import numpy as np, sketchla\n"
-        "S = sketchla.CountSketch(4, 10, seed=0)\n"
+        "S = sketchla.CountSketch(4, 10, rng=0)\n"
         "assert (S @ np.ones((10, 2))).shape == (4, 2)\n"
         "assert not sketchla.distributed.is_dask_array(np.ones(3))\n"
     )
@@ -385,6 +385,6 @@ def test_sketch_of_a_dask_array_with_unknown_rows_names_A():
     with pytest.raises(ValueError, match=r"A must have a known number of rows"):
         sketchla.sketch(A, 10)
     np.testing.assert_allclose(
-        sketchla.sketch(A.compute_chunk_sizes(), 10, seed=1).compute(),
-        sketchla.sketch(np.ones((100, 3)), 10, seed=1),
+        sketchla.sketch(A.compute_chunk_sizes(), 10, rng=1).compute(),
+        sketchla.sketch(np.ones((100, 3)), 10, rng=1),
     )

@@ -207,7 +207,7 @@ OPERATORS = {
 def test_operator_forward_and_adjoint(kind, m, n, d, vector, seed, data):
     """S @ A (m, d) and S.T @ Y (n, d) and B @ S.T (p, m), in the input's compute dtype."""
     try:
-        S = OPERATORS[kind](m, n, seed=seed)
+        S = OPERATORS[kind](m, n, rng=seed)
     except ValueError as exc:
         assert m < 1 or (kind == "srht" and m > n), exc
         assert _names_an_argument(str(exc), ["m", "n"]), exc
@@ -237,7 +237,7 @@ def test_sketch(kind, m, n, d, nnz, seed, data):
     A = data.draw(arrays((n, d)))
     params = {"nnz_per_col": nnz} if kind == "sparse_sign" else {}
     run(
-        lambda: sketchla.sketch(A.array, m, kind=kind, seed=seed, **params),
+        lambda: sketchla.sketch(A.array, m, kind=kind, rng=seed, **params),
         ["A", "m", "n", "kind", "nnz_per_col"],
         {"A": A},
         finite_array((m, d), A.compute_dtype),
@@ -282,7 +282,7 @@ def test_leverage_scores(n, d, method, ridge, seed, data):
     A = data.draw(arrays((n, d)))
     upper = 1.0 if method != "sketch" else None
     run(
-        lambda: sketchla.leverage_scores(A.array, method=method, ridge=ridge, seed=seed),
+        lambda: sketchla.leverage_scores(A.array, method=method, ridge=ridge, rng=seed),
         ["A", "method", "ridge", "sketch_size"],
         {"A": A},
         scores_check(n, A.compute_dtype, upper),
@@ -356,7 +356,7 @@ def test_sensitivity_bounds(n, d, p, method, data):
 def test_universal_set(n, d, eps, p, method, causal, seed, data):
     K = data.draw(arrays((n, d)))
     run(
-        lambda: sketchla.universal_set(K.array, eps, p=p, method=method, causal=causal, seed=seed),
+        lambda: sketchla.universal_set(K.array, eps, p=p, method=method, causal=causal, rng=seed),
         ["K", "eps", "p", "method", "causal", "sketch_size"],
         {"K": K},
         index_set_check(n),
@@ -400,7 +400,7 @@ def test_streaming_leverage(d, eps, mode, sizes, data):
 )
 def test_simhash(d, n, n_bits, lead, seed, data):
     try:
-        h = sketchla.SimHash(d, n_bits, seed=seed)
+        h = sketchla.SimHash(d, n_bits, rng=seed)
     except ValueError as exc:
         assert not 1 <= n_bits <= 64 and "n_bits" in str(exc)
         return
@@ -470,9 +470,7 @@ def test_approx_matmul(p, n, q, m, probs, replace, seed, data):
     if probs == "weights":
         probs = np.random.default_rng(seed % 2**32).random(n)
     run(
-        lambda: sketchla.approx_matmul(
-            A.array, B.array, m, seed=seed, probs=probs, replace=replace
-        ),
+        lambda: sketchla.approx_matmul(A.array, B.array, m, rng=seed, probs=probs, replace=replace),
         ["A", "B", "m", "probs", "replace"],
         {"A": A, "B": B},
         finite_array((p,) if q is None else (p, q), common(A, B)),

@@ -204,13 +204,13 @@ def test_forward_sketch_of_a_dask_array(kind, m, n, d, vector, split_every, via,
     float64 product to rounding, in A's compute dtype, or raise naming A / split_every."""
     if kind == "srht" and m > max(n, 1):
         m = max(n, 1)
-    S = OPERATORS[kind](m, max(n, 1), seed=seed)
+    S = OPERATORS[kind](m, max(n, 1), rng=seed)
     shape = (n,) if vector else (n, d)
     A = data.draw(dask_arrays(shape))
     if via == "matmul" or (via == "dask_forward" and split_every is None):
         call = lambda: S @ A.array  # noqa: E731
     elif via == "sketch":
-        call = lambda: sketchla.sketch(A.array, m, kind=kind, seed=seed)  # noqa: E731
+        call = lambda: sketchla.sketch(A.array, m, kind=kind, rng=seed)  # noqa: E731
     else:
         call = lambda: dist.dask_forward(S, A.array, split_every=split_every)  # noqa: E731
     # sketchla.sketch builds Op(m, A.shape[0]) first, so its errors may name m or n (as in memory)
@@ -232,9 +232,9 @@ def test_forward_sketch_of_a_dask_array(kind, m, n, d, vector, split_every, via,
 
 
 def _sketch_matrix(kind, m, n, seed):
-    """The dense S of ``sketchla.sketch(A, m, kind=kind, seed=seed)`` (its seed contract: the
+    """The dense S of ``sketchla.sketch(A, m, kind=kind, rng=seed)`` (its seed contract: the
     operator of that kind, size and seed)."""
-    return OPERATORS[kind](m, n, seed=seed).todense()
+    return OPERATORS[kind](m, n, rng=seed).todense()
 
 
 @fuzz
@@ -253,7 +253,7 @@ def test_adjoint_of_a_dask_array(kind, m, n, d, vector, chunk_rows, via, seed, d
     """S.T @ Y (n, d), B @ S.T (p, m) and dask_adjoint(S, Y, chunk_rows) agree with the dense
     float64 products to rounding, or raise naming Y / B / chunk_rows."""
     m = min(m, n) if kind == "srht" else m
-    S = OPERATORS[kind](m, n, seed=seed)
+    S = OPERATORS[kind](m, n, rng=seed)
     D = S.todense()
     if via == "right":
         B = data.draw(dask_arrays((d, n)))
@@ -321,7 +321,7 @@ def test_leverage_scores(method, rtol, sketch_size, sketch_kind, nnz, seed, data
     kw = {"sketch_size": sketch_size, "sketch_kind": sketch_kind, "nnz_per_col": nnz}
     n = A.values.shape[0]
     out = contract(
-        lambda: dist.leverage_scores(A.array, method=method, seed=seed, rtol=rtol, **kw),
+        lambda: dist.leverage_scores(A.array, method=method, rng=seed, rtol=rtol, **kw),
         ["A", "method", "rtol", "sketch_size", "sketch_kind", "nnz_per_col"],
         {"A": A},
         finite_array((n,), A.compute_dtype),
@@ -357,7 +357,7 @@ def _sketched(A: np.ndarray, seed, sketch_size, sketch_kind: str, nnz: int) -> n
     n, d = A.shape
     m = min(n, 32 * d) if sketch_size is None else sketch_size
     params = {"nnz_per_col": min(nnz, m)} if sketch_kind == "sparse_sign" else {}
-    return sketchla.sketch(A, m, kind=sketch_kind, seed=child_seed(seed, 0), **params)
+    return sketchla.sketch(A, m, kind=sketch_kind, rng=child_seed(seed, 0), **params)
 
 
 def _cond(A: np.ndarray) -> float:
@@ -537,8 +537,8 @@ def test_scores_and_sets_of_denormal_and_huge_inputs(c):
     np.testing.assert_allclose(sketchla.leverage_scores(c * signs), exact, atol=1e-12)
     np.testing.assert_allclose(dist.leverage_scores(X).compute(), exact, atol=1e-12)
     np.testing.assert_allclose(
-        dist.leverage_scores(X, method="sketch", seed=3).compute(),
-        sketchla.leverage_scores(signs, method="sketch", seed=3),
+        dist.leverage_scores(X, method="sketch", rng=3).compute(),
+        sketchla.leverage_scores(signs, method="sketch", rng=3),
         rtol=1e-2,
     )
     U = sketchla.universal_set(signs, 0.1)
@@ -548,7 +548,7 @@ def test_scores_and_sets_of_denormal_and_huge_inputs(c):
 
 
 def test_fan_in_chunk_rows_and_set_method_are_validated():
-    S = sketchla.SRHT(4, 10, seed=0)
+    S = sketchla.SRHT(4, 10, rng=0)
     A = da.from_array(np.ones((10, 2)), chunks=(3, 2))
     for bad in (1, 0):  # 1 used to loop forever
         with pytest.raises(ValueError, match="split_every"):
@@ -566,6 +566,6 @@ def test_fan_in_chunk_rows_and_set_method_are_validated():
 def test_right_multiplication_of_column_chunked_input_by_srht():
     """B @ S.T with B chunked along n: its transpose's row chunks are F-ordered views."""
     B = np.random.default_rng(0).standard_normal((3, 16))
-    S = sketchla.SRHT(5, 16, seed=1)
+    S = sketchla.SRHT(5, 16, rng=1)
     out = (da.from_array(B, chunks=(3, (4, 5, 7))) @ S.T).compute()
     np.testing.assert_allclose(out, B @ S.todense().T, atol=1e-12)

@@ -72,7 +72,7 @@ def test_sort_order_is_stable_sort_by_gray_position(n_bits, batch, n, seed):
 def test_codes_match_matmul_sign_pack(d, n_bits, seed):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((50, d))
-    h = sketchla.SimHash(d, n_bits, seed=seed)
+    h = sketchla.SimHash(d, n_bits, rng=seed)
     P = X @ h.planes
     clear = np.all(np.abs(P) > 1e-9 * np.abs(X).sum(axis=1, keepdims=True), axis=1)
     assert np.array_equal(h.codes(X)[clear], dense_codes(X, h.planes)[clear])
@@ -83,7 +83,7 @@ def test_codes_match_matmul_sign_pack(d, n_bits, seed):
 def test_codes_float32_batched_and_reproducible():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((2, 3, 200, 16))
-    h = sketchla.SimHash(16, 9, seed=5)
+    h = sketchla.SimHash(16, 9, rng=5)
     codes = h.codes(X)
     order = h.sort_order(X)
     assert codes.shape == order.shape == (2, 3, 200)
@@ -93,13 +93,13 @@ def test_codes_float32_batched_and_reproducible():
             assert np.array_equal(order[i, j], h.sort_order(X[i, j]))
     agree = np.mean(h.codes(X.astype(np.float32)) == codes)
     assert agree > 0.99  # float32 rounding may flip a sign only for near-orthogonal pairs
-    assert np.array_equal(sketchla.SimHash(16, 9, seed=5).codes(X), codes)
-    assert not np.array_equal(sketchla.SimHash(16, 9, seed=6).codes(X), codes)
+    assert np.array_equal(sketchla.SimHash(16, 9, rng=5).codes(X), codes)
+    assert not np.array_equal(sketchla.SimHash(16, 9, rng=6).codes(X), codes)
 
 
 def test_hash_of_dimension_d_plus_one_extends_dimension_d():
     assert np.array_equal(
-        sketchla.SimHash(9, 5, seed=3).planes[:8], sketchla.SimHash(8, 5, seed=3).planes
+        sketchla.SimHash(9, 5, rng=3).planes[:8], sketchla.SimHash(8, 5, rng=3).planes
     )
 
 
@@ -117,7 +117,7 @@ def test_collision_probability_per_bit_is_one_minus_theta_over_pi(theta):
     X = np.stack([x, y]) @ rot
     trials = agree = 0
     for seed in range(60):
-        c = sketchla.SimHash(d, 64, seed=seed).codes(X)
+        c = sketchla.SimHash(d, 64, rng=seed).codes(X)
         agree += 64 - popcount(c[0] ^ c[1])[0]
         trials += 64
     p = 1 - theta / np.pi
@@ -129,7 +129,7 @@ def test_close_vectors_share_buckets_and_sort_order_groups_them():
     rng = np.random.default_rng(2)
     centers = rng.standard_normal((8, 32))
     X = np.repeat(centers, 50, axis=0) + 1e-3 * rng.standard_normal((400, 32))
-    h = sketchla.SimHash(32, 6, seed=0)
+    h = sketchla.SimHash(32, 6, rng=0)
     codes = h.codes(X).reshape(8, 50)
     assert np.mean(codes == codes[:, :1]) > 0.95
     runs = codes.ravel()[h.sort_order(X)]

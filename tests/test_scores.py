@@ -133,7 +133,7 @@ def test_sketched_scores_obey_the_embedding_bound(kind):
         U = np.linalg.qr(K)[0]
         exact = sketchla.leverage_scores(K)
         for seed in range(10):
-            approx = sketchla.leverage_scores(K, method="sketch", seed=seed, sketch_kind=kind)
+            approx = sketchla.leverage_scores(K, method="sketch", rng=seed, sketch_kind=kind)
             ratio = approx / exact
             sv = np.linalg.svd(_sketch_of(kind, seed) @ U, compute_uv=False)
             lo, hi = 1 / sv.max() ** 2, 1 / sv.min() ** 2
@@ -141,9 +141,9 @@ def test_sketched_scores_obey_the_embedding_bound(kind):
 
 
 def _sketch_of(kind, seed):
-    """The operator leverage_scores(method="sketch", seed=seed) draws: child 0 of the seed."""
+    """The operator leverage_scores(method="sketch", rng=seed) draws: child 0 of the seed."""
     child = np.random.SeedSequence(seed).spawn(2)[0]
-    return make_operator(kind, 32 * 16, 4000, seed=child, nnz_per_col=4)
+    return make_operator(kind, 32 * 16, 4000, rng=child, nnz_per_col=4)
 
 
 def test_default_sketched_scores_within_documented_range():
@@ -151,7 +151,7 @@ def test_default_sketched_scores_within_documented_range():
     for K in _two_matrices():
         exact = sketchla.leverage_scores(K)
         for seed in range(10):
-            rel = sketchla.leverage_scores(K, method="sketch", seed=seed) / exact - 1
+            rel = sketchla.leverage_scores(K, method="sketch", rng=seed) / exact - 1
             assert -0.25 <= rel.min() and rel.max() <= 0.45, (seed, rel.min(), rel.max())
 
 
@@ -161,9 +161,9 @@ def test_sketched_float32_products_match_float64(monkeypatch):
     from sketchla.scores import leverage
 
     K = np.random.default_rng(5).standard_normal((20_000, 32)) * np.linspace(1, 30, 32)
-    fast = sketchla.leverage_scores(K, method="sketch", seed=1)
+    fast = sketchla.leverage_scores(K, method="sketch", rng=1)
     monkeypatch.setattr(leverage, "_FLOAT32_MAX_COND", 0.0)
-    slow = sketchla.leverage_scores(K, method="sketch", seed=1)
+    slow = sketchla.leverage_scores(K, method="sketch", rng=1)
     np.testing.assert_allclose(fast, slow, rtol=4e-3)
     assert not np.array_equal(fast, slow)  # the float32 path was taken
 
@@ -171,7 +171,7 @@ def test_sketched_float32_products_match_float64(monkeypatch):
 def test_sketched_scores_with_jl_step():
     K = np.random.default_rng(1).standard_normal((3000, 40))
     exact = sketchla.leverage_scores(K)
-    approx = sketchla.leverage_scores(K, method="sketch", seed=3, jl_dim=20)
+    approx = sketchla.leverage_scores(K, method="sketch", rng=3, jl_dim=20)
     # k = 20 Gaussian columns: each score is a chi^2_20 / 20 multiple (times the sketch factor)
     assert np.median(np.abs(approx / exact - 1)) < 0.35
     assert abs(approx.sum() / exact.sum() - 1) < 0.1
@@ -182,7 +182,7 @@ def test_sketch_universal_set_is_a_superset():
     K = rng.standard_normal((5000, 8)) * rng.lognormal(0, 2, (5000, 1))
     exact = set(sketchla.universal_set(K, 0.05).tolist())
     for seed in range(5):
-        approx = sketchla.universal_set(K, 0.05, method="sketch", seed=seed)
+        approx = sketchla.universal_set(K, 0.05, method="sketch", rng=seed)
         assert exact <= set(approx.tolist())
         assert len(approx) <= 8 / (0.5 * 0.05)
 
@@ -261,8 +261,8 @@ def test_scores_of_denormal_and_huge_matrices_equal_the_rescaled_ones(c):
         got = sketchla.leverage_scores(c * signs, method=method)
         np.testing.assert_allclose(got, sketchla.leverage_scores(signs), atol=1e-12)
     np.testing.assert_allclose(
-        sketchla.leverage_scores(c * signs, method="sketch", seed=2),
-        sketchla.leverage_scores(signs, method="sketch", seed=2),
+        sketchla.leverage_scores(c * signs, method="sketch", rng=2),
+        sketchla.leverage_scores(signs, method="sketch", rng=2),
         rtol=1e-6,
     )
 
@@ -270,17 +270,17 @@ def test_scores_of_denormal_and_huge_matrices_equal_the_rescaled_ones(c):
 def test_sketched_scores_reproducible_for_a_seed_sequence_argument():
     K = np.random.default_rng(0).standard_normal((500, 5))
     ss = np.random.SeedSequence(42)
-    first = sketchla.leverage_scores(K, method="sketch", seed=ss)
-    np.testing.assert_array_equal(first, sketchla.leverage_scores(K, method="sketch", seed=ss))
-    np.testing.assert_array_equal(first, sketchla.leverage_scores(K, method="sketch", seed=42))
-    with pytest.raises(ValueError, match="seed must be non-negative"):
-        sketchla.leverage_scores(K, method="sketch", seed=-1)
+    first = sketchla.leverage_scores(K, method="sketch", rng=ss)
+    np.testing.assert_array_equal(first, sketchla.leverage_scores(K, method="sketch", rng=ss))
+    np.testing.assert_array_equal(first, sketchla.leverage_scores(K, method="sketch", rng=42))
+    with pytest.raises(ValueError, match="rng must be non-negative"):
+        sketchla.leverage_scores(K, method="sketch", rng=-1)
 
 
 def test_rank_zero_keys_give_an_empty_set_and_zero_scores():
     assert sketchla.universal_set(np.zeros((5, 3)), 0.1).size == 0
     assert np.all(sketchla.leverage_scores(np.zeros((5, 3))) == 0)
-    assert np.all(sketchla.leverage_scores(np.zeros((5, 3)), method="sketch", seed=0) == 0)
+    assert np.all(sketchla.leverage_scores(np.zeros((5, 3)), method="sketch", rng=0) == 0)
 
 
 def test_float32_in_float32_out():

@@ -113,7 +113,7 @@ def test_float32_stays_float32(kind, m, n, seed, layout, data):
 
 @pytest.mark.parametrize("kind", OPERATOR_KINDS)
 def test_integer_and_bool_inputs_are_computed_in_float64(kind):
-    S = make_operator(kind, 5, 9, seed=1)
+    S = make_operator(kind, 5, 9, rng=1)
     A = np.arange(27).reshape(9, 3)
     for X in (A, A.astype(np.int8), A > 10, sp.csr_array(A)):
         out = S @ X
@@ -124,20 +124,20 @@ def test_integer_and_bool_inputs_are_computed_in_float64(kind):
 
 def test_structure_of_each_operator():
     m, n = 16, 50
-    C = sketchla.CountSketch(m, n, seed=3).todense()
+    C = sketchla.CountSketch(m, n, rng=3).todense()
     assert np.all((C != 0).sum(axis=0) == 1) and set(np.unique(C)) <= {-1.0, 0.0, 1.0}
-    P = sketchla.SparseSign(m, n, nnz_per_col=5, seed=3).todense()
+    P = sketchla.SparseSign(m, n, nnz_per_col=5, rng=3).todense()
     assert np.all((P != 0).sum(axis=0) == 5)
     np.testing.assert_allclose(np.abs(P[P != 0]), 1 / np.sqrt(5))
-    H = sketchla.SRHT(m, n, seed=3)
+    H = sketchla.SRHT(m, n, rng=3)
     np.testing.assert_allclose(np.abs(H.todense()), 1 / np.sqrt(m))
     assert H.n_padded == 64 and len(set(H.rows.tolist())) == m
-    G = sketchla.GaussianSketch(m, n, seed=3).todense()
+    G = sketchla.GaussianSketch(m, n, rng=3).todense()
     assert abs(G.std() * np.sqrt(m) - 1) < 0.1
 
 
 def test_srht_rows_of_a_power_of_two_are_orthogonal():
-    H = sketchla.SRHT(16, 64, seed=9)
+    H = sketchla.SRHT(16, 64, rng=9)
     M = H.todense()
     np.testing.assert_allclose(M @ M.T, np.eye(16) * 64 / 16, atol=1e-12)
 
@@ -159,7 +159,7 @@ def test_large_inputs_use_the_blocked_paths(kind):
     # big enough for several scatter partitions, several FWHT blocks and tiles, several
     # Gaussian column blocks; checked against the dense matrix
     n, d, m = 40_000, 3, 24
-    S = make_operator(kind, m, n, seed=5)
+    S = make_operator(kind, m, n, rng=5)
     A = np.random.default_rng(0).standard_normal((n, d))
     ref = S.todense() @ A
     for layout in ("C", "F", "csr", "csc", "coo"):
@@ -188,7 +188,7 @@ def _digests() -> str:
     A = rng.standard_normal((20_000, 5))
     parts = []
     for kind in OPERATOR_KINDS:
-        S = make_operator(kind, 64, A.shape[0], seed=99)
+        S = make_operator(kind, 64, A.shape[0], rng=99)
         if kind == "gaussian":
             parts.append(S.todense())
         else:
@@ -223,13 +223,13 @@ def test_bitwise_identical_across_processes_and_thread_counts():
 
 def test_gaussian_products_reproducible_to_rounding():
     A = np.random.default_rng(0).standard_normal((20_000, 5))
-    S = sketchla.GaussianSketch(64, A.shape[0], seed=99)
+    S = sketchla.GaussianSketch(64, A.shape[0], rng=99)
     np.testing.assert_allclose(S @ A, S.todense() @ A, rtol=1e-12, atol=1e-11)
 
 
 @pytest.mark.parametrize("kind", OPERATOR_KINDS)
 def test_scipy_linear_operator(kind):
-    S = make_operator(kind, 7, 20, seed=2)
+    S = make_operator(kind, 7, 20, rng=2)
     L = spla.aslinearoperator(S)
     M = S.todense()
     assert L.shape == (S.m, 20) and L.dtype == np.float64
@@ -248,14 +248,14 @@ def test_scipy_linear_operator(kind):
 def test_sketch_shortcut(kind):
     A = np.random.default_rng(3).standard_normal((25, 3))
     np.testing.assert_array_equal(
-        sketchla.sketch(A, 6, kind=kind, seed=4), make_operator(kind, 6, 25, seed=4) @ A
+        sketchla.sketch(A, 6, kind=kind, rng=4), make_operator(kind, 6, 25, rng=4) @ A
     )
-    assert sketchla.sketch(A.tolist(), 6, kind=kind, seed=4).shape == (6, 3)
+    assert sketchla.sketch(A.tolist(), 6, kind=kind, rng=4).shape == (6, 3)
 
 
 def test_sparse_input_is_never_densified(monkeypatch):
     A = sp.random_array((5000, 50), density=0.01, format="csr", rng=1)
-    S = sketchla.CountSketch(30, 5000, seed=0)
+    S = sketchla.CountSketch(30, 5000, rng=0)
     ref = S @ A.toarray()
 
     def refuse(*args, **kwargs):
@@ -267,8 +267,8 @@ def test_sparse_input_is_never_densified(monkeypatch):
         monkeypatch.setattr(type(X), "todense", refuse)
         np.testing.assert_allclose(S @ X, ref, atol=1e-12)
         np.testing.assert_allclose(
-            sketchla.SparseSign(30, 5000, seed=0) @ X,
-            sketchla.SparseSign(30, 5000, seed=0) @ A.tocsr(),
+            sketchla.SparseSign(30, 5000, rng=0) @ X,
+            sketchla.SparseSign(30, 5000, rng=0) @ A.tocsr(),
             atol=1e-12,
         )
         monkeypatch.undo()
@@ -276,18 +276,18 @@ def test_sparse_input_is_never_densified(monkeypatch):
 
 def test_repr():
     assert (
-        repr(sketchla.SparseSign(4, 9, nnz_per_col=2, seed=1))
-        == "SparseSign(m=4, n=9, nnz_per_col=2, seed=1)"
+        repr(sketchla.SparseSign(4, 9, nnz_per_col=2, rng=1))
+        == "SparseSign(m=4, n=9, nnz_per_col=2, rng=1)"
     )
-    assert repr(sketchla.SRHT(4, 9, seed=1).T) == "SRHT(m=4, n=9, seed=1).T"
+    assert repr(sketchla.SRHT(4, 9, rng=1).T) == "SRHT(m=4, n=9, rng=1).T"
 
 
 @pytest.mark.parametrize("layout", INPUT_LAYOUTS)
 def test_countsketch_equals_sparse_sign_with_one_nonzero(layout):
     A = np.random.default_rng(0).standard_normal((300, 4))
     np.testing.assert_array_equal(
-        sketchla.CountSketch(20, 300, seed=8) @ as_layout(A, layout),
-        sketchla.SparseSign(20, 300, nnz_per_col=1, seed=8) @ as_layout(A, layout),
+        sketchla.CountSketch(20, 300, rng=8) @ as_layout(A, layout),
+        sketchla.SparseSign(20, 300, nnz_per_col=1, rng=8) @ as_layout(A, layout),
     )
 
 
@@ -299,7 +299,7 @@ def test_serial_and_parallel_compiles_agree_bitwise(monkeypatch):
         A_csr, A_coo = sp.csr_array(A * (A > 0.5)), sp.coo_array(A * (A > 0.5))
         out = []
         for kind in OPERATOR_KINDS:
-            S = make_operator(kind, 32, A.shape[0], seed=7)
+            S = make_operator(kind, 32, A.shape[0], rng=7)
             out += [S @ A, S @ np.asfortranarray(A), S @ A_csr, S @ A_coo, S.T @ A[:32]]
         return out
 
@@ -318,3 +318,138 @@ def test_serial_twin_has_its_own_cache_identity():
     k = cpu.hash_apply_rows
     assert k.parallel.targetoptions.get("parallel") and not k.serial.targetoptions.get("parallel")
     assert k.parallel.py_func.__qualname__ != k.serial.py_func.__qualname__
+
+
+# -- issue 20 ----------------------------------------------------------------------------------
+def _mix64(z: int) -> int:
+    """sketchla.random.mix64 in Python ints (an independent reference)."""
+    mask = 2**64 - 1
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def _reference_normal(stream, e: int) -> float:
+    """Entry e of the stream's normal variate (module docstring of sketchla.random), for any
+    e < 2^64, in Python ints and math."""
+    import math
+
+    def uniform(i: int) -> float:
+        x = _mix64((int(stream.key) + int(stream.gamma) * (i + 1)) % 2**64)
+        return (x >> 11) * 2.0**-53
+
+    k = e // 2
+    u1, u2 = 1.0 - uniform(2 * k), uniform(2 * k + 1)
+    r = math.sqrt(-2.0 * math.log(u1))
+    return r * (math.cos if e % 2 == 0 else math.sin)(2 * math.pi * u2)
+
+
+def test_gaussian_column_block_past_2_63_counters():
+    """Defect 6: GaussianSketch(2**16, 2**48).column_block(2**47, 2**47 + 1) gave denormals and
+    non-finite values (int64 counters j m + r wrapped past 2^63). The entries now follow the
+    seed contract for every counter < 2^64 (checked against a pure-Python reference)."""
+    from sketchla.random import STREAM_GAUSSIAN, stream
+
+    m = 2**16
+    S = sketchla.GaussianSketch(m, 2**48, rng=5)
+    col = S.column_block(2**47, 2**47 + 1).todense()[:, 0]
+    assert np.isfinite(col).all() and np.abs(col).min() > 1e-12
+    s = stream(np.random.SeedSequence(5), STREAM_GAUSSIAN)
+    for r in (0, 1, 2, 12345, m - 1):
+        expected = _reference_normal(s, 2**47 * m + r) / np.sqrt(m)
+        np.testing.assert_allclose(col[r], expected, rtol=1e-12)
+    # the full column has the N(0, 1/m) moments (2^16 draws: |mean| < 5 sd, P(fail) < 1e-6)
+    assert abs(col.mean() * np.sqrt(m)) < 5 / np.sqrt(m)
+    assert abs(col.std() * np.sqrt(m) - 1) < 0.03
+
+
+def test_gaussian_counter_limit_is_a_value_error():
+    """More than 2^64 entries would repeat counters: a ValueError at construction."""
+    sketchla.GaussianSketch(2**16, 2**48, rng=0)  # 2^64 entries: allowed
+    with pytest.raises(ValueError, match="m \\* n must be at most 2\\^64"):
+        sketchla.GaussianSketch(2**16, 2**48 + 1, rng=0)
+
+
+def test_gaussian_small_counters_unchanged():
+    """The counter rebasing leaves every published entry as it was (reference in Python)."""
+    from sketchla.random import STREAM_GAUSSIAN, stream
+
+    S = sketchla.GaussianSketch(3, 11, rng=2)
+    s = stream(np.random.SeedSequence(2), STREAM_GAUSSIAN)
+    ref = np.array([[_reference_normal(s, j * 3 + r) for j in range(11)] for r in range(3)])
+    np.testing.assert_allclose(S.todense(), ref / np.sqrt(3), rtol=1e-12)
+    np.testing.assert_array_equal(S.column_block(3, 8).todense(), S.todense()[:, 3:8])
+
+
+def test_srht_column_block_of_a_huge_operator():
+    """Defect 5: SRHT(10, 10**12).column_block(10**12 - 8, 10**12) raised MemoryError (an
+    N-byte mask to sample 10 of N = 2^40 rows). The rows are now sampled with O(m) memory, and
+    the block's entries follow the definition sqrt(N/m) P H D (Python-int reference)."""
+    n = 10**12
+    S = sketchla.SRHT(10, n, rng=3)
+    block = S.column_block(n - 8, n)
+    x = np.arange(1.0, 9.0)
+    y = block @ x
+    rows = S.rows
+    assert rows.shape == (10,) and np.all(np.diff(rows) > 0) and rows.max() < S.n_padded
+    signs = sketchla.random.stream(np.random.SeedSequence(3), 2).signs(np.arange(n - 8, n))
+    ref = np.array(
+        [
+            [signs[t] * (-1) ** bin(int(r) & (n - 8 + t)).count("1") for t in range(8)]
+            for r in rows
+        ]
+    ) / np.sqrt(10)
+    np.testing.assert_allclose(block.todense(), ref, rtol=1e-12)
+    np.testing.assert_allclose(y, ref @ x, rtol=1e-12)
+
+
+@pytest.mark.parametrize("fmt", ["coo", "csc"])
+@pytest.mark.parametrize("s", [1, 3])
+def test_hash_sketch_of_huge_sparse_input_is_o_nnz(fmt, s):
+    """Defect 4: CountSketch / SparseSign of COO or CSC input tabulated all n columns of S
+    (O(n s) memory: MemoryError at n = 2^31 + 10). Now O(nnz s): the product with 3 nonzeros
+    in int64 coordinates is instant and equals the sum of the columns of S it touches."""
+    n = 2**31 + 10
+    rows = np.array([5, 2**31 + 3, 2**31 + 9], dtype=np.int64)
+    cols = np.array([0, 1, 0], dtype=np.int64)
+    data = np.array([1.5, -2.0, 0.25])
+    A = sp.coo_array((data, (rows, cols)), shape=(n, 2)).asformat(fmt)
+    S = sketchla.SparseSign(16, n, nnz_per_col=s, rng=4)
+    out = S @ A
+    expected = np.zeros((16, 2))
+    for r, c, v in zip(rows, cols, data, strict=True):
+        expected[:, c] += v * S.column_block(int(r), int(r) + 1).todense()[:, 0]
+    np.testing.assert_allclose(out, expected, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(S.apply(A, sparse_output=True).toarray(), expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("layout", ["csr", "csc", "coo"])
+@pytest.mark.parametrize("kind", ["countsketch", "sparse_sign"])
+def test_sparse_output_of_sparse_input(kind, layout):
+    """CountSketch / SparseSign of sparse input can return a sparse result (as scipy's
+    clarkson_woodruff_transform does); it equals the dense S @ A to rounding, keeps the
+    compute dtype, and is reached from sketchla.sketch(..., sparse_output=True)."""
+    A = sp.random_array((500, 7), density=0.02, format="csr", rng=np.random.default_rng(1))
+    A = A.asformat(layout)
+    S = make_operator(kind, 40, 500, rng=6)
+    dense = S @ A
+    out = S.apply(A, sparse_output=True)
+    assert sp.issparse(out) and out.format == "csr" and out.shape == (40, 7)
+    np.testing.assert_allclose(out.toarray(), dense, rtol=1e-14, atol=1e-15)
+    assert S.apply(A.astype(np.float32), sparse_output=True).dtype == np.float32
+    via = sketchla.sketch(A, 40, kind=kind, rng=6, sparse_output=True)
+    np.testing.assert_array_equal(via.toarray(), out.toarray())
+    with pytest.raises(TypeError, match="sparse_output=True needs a scipy.sparse A"):
+        S.apply(A.toarray(), sparse_output=True)
+    with pytest.raises(ValueError, match="sparse_output=True is for kind="):
+        sketchla.sketch(A, 40, kind="srht", rng=6, sparse_output=True)
+
+
+def test_scipy_clarkson_woodruff_comparison_shape():
+    """The sparse output matches scipy's convention: (m, d) sparse for sparse (n, d) input."""
+    from scipy.linalg import clarkson_woodruff_transform
+
+    A = sp.random_array((300, 4), density=0.05, format="csc", rng=np.random.default_rng(2))
+    theirs = clarkson_woodruff_transform(A, 20, rng=0)
+    ours = sketchla.CountSketch(20, 300, rng=0).apply(A, sparse_output=True)
+    assert sp.issparse(theirs) and sp.issparse(ours) and theirs.shape == ours.shape

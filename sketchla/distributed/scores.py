@@ -20,7 +20,15 @@ import scipy.linalg
 
 from .._backend import check_finite, check_int, check_real, compute_dtype
 from ..operators import KINDS
-from ..random import SeedLike, child_seed
+from ..random import (
+    UNSET,
+    RngLike,
+    SeedLike,
+    child_seed,
+    external_stacklevel,
+    resolve_rng,
+    rng_alias,
+)
 from ..scores import leverage_scores as _batch_leverage_scores
 from ..scores.leverage import _numerical_rank
 from ..scores.universal import _THRESHOLD_SLACK
@@ -71,8 +79,9 @@ def _sketch_inverse(SA: np.ndarray) -> np.ndarray:
 def leverage_scores(
     A,
     method: str = "qr",
-    seed: SeedLike = None,
+    rng: RngLike = None,
     *,
+    seed: SeedLike | object = UNSET,
     rtol: float | None = None,
     sketch_size: int | None = None,
     sketch_kind: str = "sparse_sign",
@@ -96,11 +105,11 @@ def leverage_scores(
           :func:`sketchla.leverage_scores`: R from a pivoted QR of S A (S a ``sketch_kind``
           sketch of ``sketch_size`` rows, default min(n, 32 d), applied chunk by chunk by
           :func:`~sketchla.distributed.sketch.dask_forward`), then squared row norms of
-          A R^{-1} per chunk (no JL step, float64). Same seed, same scores as the in-memory
+          A R^{-1} per chunk (no JL step, float64). Same rng, same scores as the in-memory
           method up to rounding (which may run its last product in float32). Constant-factor
           accurate (see :func:`sketchla.leverage_scores`).
-    seed : int, SeedSequence or None
-        Seed of the sketch (method "sketch").
+    rng : int, SeedSequence, numpy Generator or None, default None
+        Seed of the sketch (method "sketch"; SPEC 7). ``seed=`` is a deprecated alias.
     rtol : float, optional
         Relative rank tolerance (method "qr"; default max(n, d) * eps).
     sketch_size, sketch_kind, nnz_per_col
@@ -112,6 +121,7 @@ def leverage_scores(
     dask.array.Array, shape (n,), float64 (float32 for float32 input); nothing is computed
     until the caller computes it (on whatever scheduler / ``distributed.Client`` is active).
     """
+    rng = rng_alias(rng, seed, stacklevel=external_stacklevel())  # type: ignore[arg-type]
     da = require_dask("distributed leverage scores")
     from dask import delayed
 
@@ -143,7 +153,7 @@ def leverage_scores(
         m = check_int(m, "sketch_size", minimum=d, maximum=n)
         nnz = check_int(nnz_per_col, "nnz_per_col", minimum=1)
         params = {"nnz_per_col": min(nnz, m)} if sketch_kind == "sparse_sign" else {}
-        S = KINDS[sketch_kind](m, n, seed=child_seed(seed, 0), **params)
+        S = KINDS[sketch_kind](m, n, rng=child_seed(resolve_rng(rng), 0), **params)
         SA = S @ A64  # lazy (m, d)
         M = delayed(_sketch_inverse, pure=True)(SA)
         basis = A64 @ da.from_delayed(M, shape=(d, d), dtype=np.float64)

@@ -23,8 +23,15 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, raise_for_nonfinite
-from ..random import STREAM_AMM_SAMPLES, SeedLike
-from .partials import draw_samples
+from ..random import (
+    STREAM_AMM_SAMPLES,
+    UNSET,
+    RngLike,
+    SeedLike,
+    external_stacklevel,
+    resolve_rng,
+)
+from ..sampling import draw_samples
 
 __all__ = ["amm_probabilities", "approx_matmul"]
 
@@ -61,7 +68,14 @@ def amm_probabilities(A: np.ndarray, B: np.ndarray, probs="rownorm") -> np.ndarr
 
 
 def approx_matmul(
-    A, B, m: int, seed: SeedLike = 0, probs="rownorm", replace: bool = True
+    A,
+    B,
+    m: int,
+    rng: RngLike = None,
+    probs="rownorm",
+    replace: bool = True,
+    *,
+    seed: SeedLike | object = UNSET,
 ) -> np.ndarray:
     r"""Estimate ``A @ B`` from ``m`` sampled column/row pairs (see the module docstring).
 
@@ -71,8 +85,9 @@ def approx_matmul(
     B : array_like, shape (n, q) or (n,)
     m : int >= 1
         Number of sampled pairs (``m <= n`` when ``replace=False``).
-    seed : int, SeedSequence or None
-        Seeds the samples (stream ``STREAM_AMM_SAMPLES``).
+    rng : int, SeedSequence, numpy Generator or None, default None
+        Seeds the samples (stream ``STREAM_AMM_SAMPLES``; SPEC 7, see
+        :mod:`sketchla.random`). None: fresh entropy. ``seed=`` is a deprecated alias.
     probs : {"rownorm", "b_rownorm", "uniform"} or array_like (n,)
         Sampling distribution: :math:`\propto \|A_{:k}\|\|B_{k:}\|` (optimal, with the Frobenius
         bound :math:`\|A\|_F^2\|B\|_F^2/m` on the expected squared error),
@@ -91,10 +106,11 @@ def approx_matmul(
     >>> import numpy as np, sketchla
     >>> rng = np.random.default_rng(0)
     >>> A, B = rng.standard_normal((20, 500)), rng.standard_normal((500, 10))
-    >>> est = sketchla.approx_matmul(A, B, m=500, probs="uniform", replace=False)
+    >>> est = sketchla.approx_matmul(A, B, m=500, rng=0, probs="uniform", replace=False)
     >>> bool(np.allclose(est, A @ B))
     True
     """
+    seed_sequence = resolve_rng(rng, seed, stacklevel=external_stacklevel())  # type: ignore[arg-type]
     A = as_dense(A, "A", ndim=(2,))
     vector = np.ndim(B) == 1
     B = as_dense(B, "B", ndim=(1, 2))
@@ -117,7 +133,13 @@ def approx_matmul(
         if m > n:
             raise ValueError(f"m={m} exceeds the inner dimension n={n} (replace=False)")
     samples = draw_samples(
-        seed, 1, n, m, None if p is None else p[None], replace, stream_id=STREAM_AMM_SAMPLES
+        seed_sequence,
+        1,
+        n,
+        m,
+        None if p is None else p[None],
+        replace,
+        stream_id=STREAM_AMM_SAMPLES,
     )
     dtype = np.result_type(A.dtype, B.dtype)
     idx = samples.idx[0]

@@ -25,7 +25,17 @@ import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, raise_for_nonfinite
 from .._kernels import lsh as kernels
-from ..random import STREAM_SIMHASH_PLANES, SeedLike, as_seed_sequence, stream
+from ..random import (
+    STREAM_SIMHASH_PLANES,
+    UNSET,
+    RngLike,
+    SeedLike,
+    external_stacklevel,
+    recorded_rng,
+    resolve_rng,
+    rng_repr,
+    stream,
+)
 
 __all__ = ["SimHash", "mips_augment"]
 
@@ -46,7 +56,7 @@ class SimHash:
     r"""Random-hyperplane LSH of dimension ``d`` with ``n_bits`` hyperplanes.
 
     Hyperplane b has entries ``planes[i, b] = normal(i * n_bits + b)`` of stream
-    ``STREAM_SIMHASH_PLANES`` of ``seed`` (see :mod:`sketchla.random`): the same seed gives the
+    ``STREAM_SIMHASH_PLANES`` of ``rng`` (see :mod:`sketchla.random`): the same seed gives the
     same hash in every call and process, and the hash of dimension d + 1 extends the one of
     dimension d by one coordinate (used by :func:`mips_augment`).
 
@@ -56,12 +66,15 @@ class SimHash:
         Dimension of the hashed vectors.
     n_bits : int in [1, 64]
         Number of hyperplanes = bits per code; codes are stored as uint64.
-    seed : int, SeedSequence or None
+    rng : int, SeedSequence, numpy Generator or None, default None
+        Seed (SPEC 7; see :class:`sketchla.SketchOperator` for how a Generator is used). None
+        draws fresh entropy, shown by ``repr`` so the hash can be rebuilt. ``seed=`` is a
+        deprecated alias.
 
     Examples
     --------
     >>> import numpy as np, sketchla
-    >>> h = sketchla.SimHash(16, 7, seed=0)
+    >>> h = sketchla.SimHash(16, 7, rng=0)
     >>> X = np.random.default_rng(0).standard_normal((1000, 16))
     >>> order = h.sort_order(X)
     >>> codes = h.codes(X)[order]
@@ -70,16 +83,21 @@ class SimHash:
     True
     """
 
-    def __init__(self, d: int, n_bits: int, seed: SeedLike = 0) -> None:
+    def __init__(
+        self, d: int, n_bits: int, rng: RngLike = None, *, seed: SeedLike | object = UNSET
+    ) -> None:
         self.d = check_int(d, "d", minimum=1)
         self.n_bits = check_int(n_bits, "n_bits", minimum=1, maximum=64)
-        self.seed_sequence = as_seed_sequence(seed)
+        self.seed_sequence = resolve_rng(rng, seed, stacklevel=external_stacklevel())  # type: ignore[arg-type]
+        #: the int or SeedSequence given (for None or a Generator: the derived SeedSequence)
+        self.rng: RngLike = recorded_rng(rng, seed, self.seed_sequence)
         s = stream(self.seed_sequence, STREAM_SIMHASH_PLANES)
         self._planes = s.normal(np.arange(self.d * self.n_bits)).reshape(self.d, self.n_bits)
         self._planes32 = self._planes.astype(np.float32)
 
     def __repr__(self) -> str:
-        return f"SimHash(d={self.d}, n_bits={self.n_bits})"
+        rng = rng_repr(self.rng, self.seed_sequence)
+        return f"SimHash(d={self.d}, n_bits={self.n_bits}, rng={rng})"
 
     @property
     def planes(self) -> np.ndarray:

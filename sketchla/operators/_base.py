@@ -29,7 +29,15 @@ from .._backend import (
     is_sparse,
     raise_for_nonfinite,
 )
-from ..random import SeedLike, as_seed_sequence
+from ..random import (
+    UNSET,
+    RngLike,
+    SeedLike,
+    external_stacklevel,
+    recorded_rng,
+    resolve_rng,
+    rng_repr,
+)
 
 __all__ = ["SketchOperator", "register_lazy"]
 
@@ -71,10 +79,15 @@ class SketchOperator:
         Sketch size (rows of S), ``m >= 1``.
     n : int
         Input dimension (columns of S), ``n >= 1``.
-    seed : int, numpy.random.SeedSequence or None
-        Seed of the counter-based generator (``sketchla.random``). The same seed gives the same
-        operator in every call, process and thread count. None draws fresh OS entropy; it is
-        recorded in ``seed_sequence`` so the operator can be rebuilt.
+    rng : int, numpy.random.SeedSequence, numpy.random.Generator or None, default None
+        Seed of the counter-based generator (``sketchla.random``, SPEC 7). The same int or
+        SeedSequence gives the same operator in every call, process and thread count. A
+        Generator is mapped deterministically: four 32-bit words drawn from it (advancing it)
+        become the entropy of a SeedSequence, so the same generator state gives the same
+        operator. None draws fresh OS entropy. Either way the SeedSequence is kept in
+        ``seed_sequence`` and shown by ``repr``, so the operator can be rebuilt.
+    seed : deprecated
+        Alias of ``rng`` (DeprecationWarning; passing both is a TypeError).
 
     Notes
     -----
@@ -92,12 +105,21 @@ class SketchOperator:
     #: ``column_offset .. column_offset + n - 1`` of the operator it was cut from
     column_offset: int = 0
 
-    def __init__(self, m: int, n: int, seed: SeedLike = None) -> None:
+    def __init__(
+        self, m: int, n: int, rng: RngLike = None, *, seed: SeedLike | object = UNSET
+    ) -> None:
         self.m = check_int(m, "m", minimum=1)
         self.n = check_int(n, "n", minimum=1)
         self._full_n = self.n  # n of the operator that column blocks are cut from
-        self.seed = seed
-        self.seed_sequence = as_seed_sequence(seed)
+        self.seed_sequence = resolve_rng(rng, seed, stacklevel=external_stacklevel())  # type: ignore[arg-type]
+        #: the int or SeedSequence given as ``rng`` (for None or a Generator: the SeedSequence
+        #: derived from it, so that ``repr`` and copies rebuild the same operator)
+        self.rng: RngLike = recorded_rng(rng, seed, self.seed_sequence)
+
+    @property
+    def seed(self) -> RngLike:
+        """The ``rng`` argument (this name predates SPEC 7's ``rng=``)."""
+        return self.rng
 
     # -- LinearOperator protocol ------------------------------------------------------------
     @property
@@ -213,7 +235,8 @@ class SketchOperator:
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v}" for k, v in self._repr_params().items())
         n, a = self._full_n, self.column_offset
-        text = f"{type(self).__name__}(m={self.m}, n={n}{extra}, seed={self.seed!r})"
+        rng = rng_repr(self.rng, self.seed_sequence)
+        text = f"{type(self).__name__}(m={self.m}, n={n}{extra}, rng={rng})"
         return text if self.n == n else f"{text}.column_block({a}, {a + self.n})"
 
     def _repr_params(self) -> dict[str, Any]:

@@ -7,13 +7,15 @@ from typing import Any
 import numpy as np
 
 from .._kernels import cpu
-from ..random import STREAM_GAUSSIAN, SeedLike, stream
+from ..random import STREAM_GAUSSIAN, UNSET, RngLike, SeedLike, stream
 from ._base import SketchOperator
 
 __all__ = ["GaussianSketch"]
 
 #: entries of S generated per block while applying (32 MiB of float64)
 _BLOCK_ENTRIES = 2**22
+#: counters are 64-bit: entries (r, j) with j * m + r < 2^64 are distinct
+_MAX_ENTRIES = 2**64
 
 
 class GaussianSketch(SketchOperator):
@@ -27,26 +29,34 @@ class GaussianSketch(SketchOperator):
     four operators, at O(m n d) time.
 
     Entry (r, j) is ``normal(j * m + r) / sqrt(m)`` of stream ``STREAM_GAUSSIAN`` (see
-    :mod:`sketchla.random`). S is never stored: it is regenerated in blocks of columns on each
-    application (O(m n) normals plus one GEMM), so memory stays O(m d + 2^22).
+    :mod:`sketchla.random`), a 64-bit counter: ``m * n <= 2^64`` (ValueError otherwise). S is
+    never stored: it is regenerated in blocks of columns on each application (O(m n) normals
+    plus one GEMM), so memory stays O(m d + 2^22).
 
     Parameters
     ----------
     m, n : int
         Shape of S; any ``m >= 1`` (m > n is allowed but is no reduction).
-    seed : int, SeedSequence or None
-        See :class:`SketchOperator`.
+    rng : int, SeedSequence, numpy Generator or None, default None
+        See :class:`SketchOperator` (``seed=`` is its deprecated alias).
 
     Examples
     --------
     >>> import numpy as np, sketchla
-    >>> S = sketchla.GaussianSketch(64, 1000, seed=0)
+    >>> S = sketchla.GaussianSketch(64, 1000, rng=0)
     >>> (S @ np.ones((1000, 3))).shape
     (64, 3)
     """
 
-    def __init__(self, m: int, n: int, seed: SeedLike = None) -> None:
-        super().__init__(m, n, seed)
+    def __init__(
+        self, m: int, n: int, rng: RngLike = None, *, seed: SeedLike | object = UNSET
+    ) -> None:
+        super().__init__(m, n, rng, seed=seed)
+        if self.m * self.n > _MAX_ENTRIES:
+            raise ValueError(
+                f"m * n must be at most 2^64 for GaussianSketch (entry (r, j) is counter j * m + r "
+                f"of a 64-bit stream), got m={self.m}, n={self.n}"
+            )
         self._stream = stream(self.seed_sequence, STREAM_GAUSSIAN)
         self._block = max(1, _BLOCK_ENTRIES // self.m)
 
@@ -56,7 +66,14 @@ class GaussianSketch(SketchOperator):
         s = self._stream
         a = self.column_offset  # global column of local column 0 (see column_block)
         e0, e1 = (a + j0) * self.m, (a + j1) * self.m
-        cpu.normal_range(s.key, s.gamma, e0, e1, 1.0 / np.sqrt(self.m), out, work=8 * out.size)
+        # Counter e of stream (key, gamma) is mix64(key + gamma (e + 1)) mod 2^64, so the stream
+        # with key + gamma * base is the same stream advanced by base entries: the kernel gets
+        # small local counters (an int64 counter would wrap once j m + r >= 2^63), and base is
+        # even so Box-Muller pairs (2k, 2k + 1) stay pairs.
+        base = e0 - e0 % 2
+        key = np.uint64((int(s.key) + int(s.gamma) * base) % 2**64)
+        scale = 1.0 / np.sqrt(self.m)
+        cpu.normal_range(key, s.gamma, e0 - base, e1 - base, scale, out, work=8 * out.size)
         return out.reshape(j1 - j0, self.m)
 
     def _blocks(self):

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from .._backend import check_int
+from .._backend import as_sparse, check_int, is_sparse, raise_for_nonfinite
 from .._kernels import cpu
-from ..random import STREAM_HASH_BUCKETS, STREAM_HASH_SIGNS, SeedLike, stream
+from .._kernels.sparse import hash_table_at
+from ..random import STREAM_HASH_BUCKETS, STREAM_HASH_SIGNS, UNSET, RngLike, SeedLike, stream
 from ._base import SketchOperator
 
 __all__ = ["CountSketch", "SparseSign"]
@@ -21,12 +23,21 @@ class _HashSketch(SketchOperator):
     ``STREAM_HASH_BUCKETS`` at counter offset ``j * s``; ``sign(j, t)``: stream
     ``STREAM_HASH_SIGNS`` at index ``j * s + t`` (see :mod:`sketchla.random`). Row-major inputs
     (C-order dense, CSR) hash each row on the fly in the same pass that reads it; column-major
-    inputs (F-order, CSC, COO) first tabulate the (n, s) rows and signs. Accumulation is in
-    float64 in a fixed order (bitwise reproducible for any thread count).
+    inputs (F-order dense) first tabulate the (n, s) rows and signs; CSC and COO inputs
+    tabulate them for their stored nonzeros only (O(nnz s) memory, whatever n). Accumulation
+    is in float64 in a fixed order (bitwise reproducible for any thread count).
     """
 
-    def __init__(self, m: int, n: int, nnz_per_col: int, seed: SeedLike) -> None:
-        super().__init__(m, n, seed)
+    def __init__(
+        self,
+        m: int,
+        n: int,
+        nnz_per_col: int,
+        rng: RngLike = None,
+        *,
+        seed: SeedLike | object = UNSET,
+    ) -> None:
+        super().__init__(m, n, rng, seed=seed)
         self.nnz_per_col = check_int(nnz_per_col, "nnz_per_col", minimum=1)
         if self.nnz_per_col > self.m:
             raise ValueError(
@@ -52,6 +63,13 @@ class _HashSketch(SketchOperator):
         s = self.nnz_per_col
         return cpu.hash_table(*self._params, self.n, self.m, s, self._scale, work=16 * self.n * s)
 
+    def table_at(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, values) of shape (k, s): rows ``cols`` of :meth:`table` (k = len(cols)),
+        computed for those columns of S only."""
+        cols = np.ascontiguousarray(cols, dtype=np.int64)
+        s = self.nnz_per_col
+        return hash_table_at(*self._params, cols, self.m, s, self._scale, work=16 * cols.size * s)
+
     def _partials(self, kernel, args: tuple, n_items: int, d: int, work: int) -> np.ndarray:
         """Run a row/nnz-partitioned scatter kernel and reduce its partial sums in order."""
         parts = cpu.n_partitions(n_items, self.m * d)
@@ -74,10 +92,50 @@ class _HashSketch(SketchOperator):
         if A.format == "csr":
             args = (A.indptr, A.indices, A.data, d, *self._params, m, s, self._scale)
             return self._partials(cpu.hash_apply_csr, args, A.shape[0], d, work)
+        # CSC / COO: the hash of each stored nonzero's row, tabulated per nonzero (O(nnz s)
+        # memory; a table of all n columns of S would be O(n s)); the kernels then index that
+        # table by nonzero position instead of by row
+        position = np.arange(A.nnz, dtype=np.int64)
         if A.format == "csc":
-            return cpu.hash_apply_csc(A.indptr, A.indices, A.data, *self.table(), m, work=work)
-        args = (A.coords[0], A.coords[1], A.data, d, *self.table(), m)  # coo
+            rows, vals = self.table_at(A.indices)
+            return cpu.hash_apply_csc(A.indptr, position, A.data, rows, vals, m, work=work)
+        rows, vals = self.table_at(A.coords[0])  # coo
+        args = (position, A.coords[1], A.data, d, rows, vals, m)
         return self._partials(cpu.hash_apply_coo, args, A.nnz, d, work)
+
+    def apply(self, A: Any, *, sparse_output: bool = False) -> Any:
+        """``S @ A``; with ``sparse_output=True`` and scipy.sparse ``A``, a sparse (m, d) CSR
+        result (as ``scipy.linalg.clarkson_woodruff_transform`` returns for sparse input).
+
+        The sparse result is the product of the sparse matrix of S restricted to the rows of A
+        that hold a nonzero (O(nnz(A) s) to build) with A, so it costs O(nnz(A) s) memory
+        whatever n and m; its data is in A's compute dtype, and it equals ``S @ A`` to
+        rounding (scipy's sparse product sums in another order than the dense kernels).
+        Dense ``A`` with ``sparse_output=True`` is a TypeError (the result would be dense).
+        """
+        if not isinstance(sparse_output, (bool, np.bool_)):
+            raise TypeError(f"sparse_output must be a bool, got {type(sparse_output).__name__}")
+        if not sparse_output:
+            return self @ A
+        if not is_sparse(A):
+            raise TypeError(
+                f"sparse_output=True needs a scipy.sparse A, got {type(A).__name__}; a sketch of "
+                "dense input is dense (use S @ A)"
+            )
+        A = as_sparse(A, "A")
+        self._check_rows(A.shape[0], self.n, "A")
+        if A.format == "csr":
+            used = np.flatnonzero(np.diff(A.indptr))
+        else:
+            used = np.unique(A.indices if A.format == "csc" else A.coords[0])
+        rows, vals = self.table_at(used)
+        s = self.nnz_per_col
+        S_used = sp.csr_array(
+            (vals.ravel(), (rows.ravel(), np.repeat(used, s))), shape=(self.m, self.n)
+        )
+        out = sp.csr_array(S_used.astype(A.dtype) @ A)
+        raise_for_nonfinite(out.data, {"A": A})
+        return out
 
     def _adjoint_dense(self, Y: np.ndarray) -> np.ndarray:
         return cpu.hash_adjoint(Y, *self.table(), work=8 * self.n * Y.shape[1] * self.nnz_per_col)
@@ -104,18 +162,21 @@ class CountSketch(_HashSketch):
     probability :math:`\ge 1 - \delta` once :math:`m \ge (d^2 + d) / (\delta \varepsilon^2)`
     (in practice far smaller m suffice; see the tests and ``sketchla demo``).
 
-    Same as ``SparseSign(m, n, nnz_per_col=1, seed)`` entry for entry.
+    Same as ``SparseSign(m, n, nnz_per_col=1, rng=rng)`` entry for entry. For sparse A,
+    ``S.apply(A, sparse_output=True)`` returns a sparse result.
 
     Parameters
     ----------
     m, n : int
         Shape of S; any ``m >= 1``.
-    seed : int, SeedSequence or None
-        See :class:`SketchOperator`.
+    rng : int, SeedSequence, numpy Generator or None, default None
+        See :class:`SketchOperator` (``seed=`` is its deprecated alias).
     """
 
-    def __init__(self, m: int, n: int, seed: SeedLike = None) -> None:
-        super().__init__(m, n, 1, seed)
+    def __init__(
+        self, m: int, n: int, rng: RngLike = None, *, seed: SeedLike | object = UNSET
+    ) -> None:
+        super().__init__(m, n, 1, rng, seed=seed)
 
 
 class SparseSign(_HashSketch):
@@ -134,16 +195,22 @@ class SparseSign(_HashSketch):
         Shape of S; ``m >= nnz_per_col``.
     nnz_per_col : int or None, default None
         Nonzeros per column, ``1 <= nnz_per_col <= m``; None means ``min(8, m)``.
-    seed : int, SeedSequence or None
-        See :class:`SketchOperator`.
+    rng : int, SeedSequence, numpy Generator or None, default None
+        See :class:`SketchOperator` (``seed=`` is its deprecated alias).
     """
 
     def __init__(
-        self, m: int, n: int, nnz_per_col: int | None = None, seed: SeedLike = None
+        self,
+        m: int,
+        n: int,
+        nnz_per_col: int | None = None,
+        rng: RngLike = None,
+        *,
+        seed: SeedLike | object = UNSET,
     ) -> None:
         if nnz_per_col is None:
             nnz_per_col = min(8, check_int(m, "m", minimum=1))
-        super().__init__(m, n, nnz_per_col, seed)
+        super().__init__(m, n, nnz_per_col, rng, seed=seed)
 
     def _repr_params(self) -> dict[str, Any]:
         return {"nnz_per_col": self.nnz_per_col}

@@ -8,7 +8,7 @@ from typing import Any, Self
 import numpy as np
 
 from .._kernels import cpu
-from ..random import STREAM_SRHT_ROWS, STREAM_SRHT_SIGNS, SeedLike, stream
+from ..random import STREAM_SRHT_ROWS, STREAM_SRHT_SIGNS, UNSET, RngLike, SeedLike, stream
 from ._base import SketchOperator
 
 __all__ = ["SRHT"]
@@ -68,12 +68,14 @@ class SRHT(SketchOperator):
         Sketch size, ``1 <= m <= n``.
     n : int
         Input dimension.
-    seed : int, SeedSequence or None
-        See :class:`SketchOperator`.
+    rng : int, SeedSequence, numpy Generator or None, default None
+        See :class:`SketchOperator` (``seed=`` is its deprecated alias).
     """
 
-    def __init__(self, m: int, n: int, seed: SeedLike = None) -> None:
-        super().__init__(m, n, seed)
+    def __init__(
+        self, m: int, n: int, rng: RngLike = None, *, seed: SeedLike | object = UNSET
+    ) -> None:
+        super().__init__(m, n, rng, seed=seed)
         if self.m > self.n:
             raise ValueError(
                 f"m must be <= n for SRHT (it samples rows of an n-dimensional transform), "

@@ -14,7 +14,15 @@ from scipy.linalg.blas import dtrsm
 from .._backend import as_dense, check_finite, check_int, check_real
 from .._threads import serial_blas
 from ..operators import KINDS
-from ..random import SeedLike, child_seed
+from ..random import (
+    UNSET,
+    RngLike,
+    SeedLike,
+    child_seed,
+    external_stacklevel,
+    resolve_rng,
+    rng_alias,
+)
 
 __all__ = ["leverage_scores", "online_leverage_scores"]
 
@@ -102,7 +110,7 @@ def _ridge_from_factor(Q: np.ndarray, R: np.ndarray, ridge: float) -> np.ndarray
 
 def _sketched(
     A: np.ndarray,
-    seed: SeedLike,
+    seed: RngLike,
     sketch_size: int | None,
     sketch_kind: str,
     jl_dim: int | None,
@@ -126,9 +134,10 @@ def _sketched(
             )
     if sketch_kind not in KINDS:
         raise ValueError(f"sketch_kind must be one of {sorted(KINDS)}, got {sketch_kind!r}")
-    s_sketch, s_jl = child_seed(seed, 0), child_seed(seed, 1)
+    ss = resolve_rng(seed)
+    s_sketch, s_jl = child_seed(ss, 0), child_seed(ss, 1)
     params = {"nnz_per_col": min(nnz_per_col, m)} if sketch_kind == "sparse_sign" else {}
-    SA = KINDS[sketch_kind](m, n, seed=s_sketch, **params) @ A
+    SA = KINDS[sketch_kind](m, n, rng=s_sketch, **params) @ A
     # scores are invariant under A -> A / c: work with c = max |SA|, so that R^{-1} neither
     # overflows (denormal A) nor underflows (A near the largest float), and A / c fits float32
     c = float(np.abs(SA).max())
@@ -145,7 +154,7 @@ def _sketched(
     M[perm[:rank]] = scipy.linalg.solve_triangular(Rr, np.eye(rank))
     if jl_dim is not None and jl_dim < rank:
         k = check_int(jl_dim, "jl_dim", minimum=1)
-        M = M @ KINDS["gaussian"](k, rank, seed=s_jl).todense().T  # (d, k), N(0, 1/k)
+        M = M @ KINDS["gaussian"](k, rank, rng=s_jl).todense().T  # (d, k), N(0, 1/k)
     # the scores are already approximate (relative error ~0.2): when R is well conditioned,
     # float32 products add at most ~ d * eps32 * cond(R) <= 4e-3 relative error (measured far
     # less) at twice the speed; ill-conditioned inputs keep float64
@@ -186,8 +195,9 @@ def leverage_scores(
     A,
     method: str = "qr",
     ridge: float = 0.0,
-    seed: SeedLike = None,
+    rng: RngLike = None,
     *,
+    seed: SeedLike | object = UNSET,
     rtol: float | None = None,
     sketch_size: int | None = None,
     sketch_kind: str = "sparse_sign",
@@ -223,8 +233,10 @@ def leverage_scores(
     ridge : float, default 0
         lambda >= 0: ridge leverage :math:`a_i^\top (A^\top A + \lambda I)^{-1} a_i`
         (exact methods only; sums to :math:`\sum_k s_k^2 / (s_k^2 + \lambda)`).
-    seed : int, SeedSequence or None
-        Seed of the sketches (method "sketch").
+    rng : int, SeedSequence, numpy Generator or None, default None
+        Seed of the sketches (method "sketch"; SPEC 7, see :mod:`sketchla.random`). None:
+        fresh entropy. ``seed=`` is a deprecated alias. A Generator is drawn from only by
+        method "sketch".
     rtol : float, optional
         Relative tolerance of the rank decision (default ``max(n, d) * eps``, numpy's).
     sketch_size : int, optional
@@ -241,6 +253,7 @@ def leverage_scores(
     ndarray, shape (n,), float64 (float32 for float32 input): 0 <= l_i <= 1, sum = rank
     (exact methods, ridge = 0).
     """
+    rng = rng_alias(rng, seed, stacklevel=external_stacklevel())  # type: ignore[arg-type]
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     # method "sketch": the sketch's own post-check sees every entry of A (no extra pass)
@@ -255,7 +268,7 @@ def leverage_scores(
         if ridge:
             raise ValueError("ridge must be 0 for method='sketch' (use an exact method)")
         nnz = check_int(nnz_per_col, "nnz_per_col", minimum=1)
-        scores = _sketched(A64, seed, sketch_size, sketch_kind, jl_dim, nnz)
+        scores = _sketched(A64, rng, sketch_size, sketch_kind, jl_dim, nnz)
     elif method == "svd":
         U, s, _ = np.linalg.svd(A64, full_matrices=False)
         U[~A64.any(axis=1)] = 0.0  # zero rows score exactly 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, check_real
-from ..random import SeedLike
+from ..random import UNSET, RngLike, SeedLike, external_stacklevel, rng_alias
 from .causal import prefix_leverage_scores
 from .leverage import leverage_scores
 from .lewis import _monomial_lift, sensitivity_bounds
@@ -42,8 +42,9 @@ def universal_set(
     p: float = 2,
     method: str = "exact",
     causal: bool = False,
-    seed: SeedLike = None,
+    rng: RngLike = None,
     *,
+    seed: SeedLike | object = UNSET,
     sensitivity: str = "lewis",
     sketch_lower: float = 0.5,
     block_size: int = 2**16,
@@ -98,8 +99,8 @@ def universal_set(
         <= rank/eps.
     causal : bool, default False
         See above (method "exact" only).
-    seed : int, SeedSequence or None
-        Seed of the sketch (method "sketch").
+    rng : int, SeedSequence, numpy Generator or None, default None
+        Seed of the sketch (method "sketch"; SPEC 7). ``seed=`` is a deprecated alias.
     sensitivity : {"lewis", "lift", "best"}, default "lewis"
         Bound used for p != 2 (non-causal), see :func:`sensitivity_bounds`.
     sketch_lower : float in (0, 1], default 0.5
@@ -116,6 +117,7 @@ def universal_set(
     -------
     ndarray of int64, sorted; empty when K has rank 0.
     """
+    rng = rng_alias(rng, seed, stacklevel=external_stacklevel())  # type: ignore[arg-type]
     eps = check_real(eps, "eps", 0.0, 1.0, min_inclusive=False)
     p = check_real(p, "p", minimum=0.0, min_inclusive=False)
     if method not in _METHODS:
@@ -142,7 +144,7 @@ def universal_set(
                 "method='exact' (a wide K has rank <= n and every key can be heavy)"
             )
         lower = check_real(sketch_lower, "sketch_lower", 0.0, 1.0, min_inclusive=False)
-        scores = leverage_scores(K, method="sketch", seed=seed, **sketch_params)
+        scores = leverage_scores(K, method="sketch", rng=rng, **sketch_params)
         threshold = lower * eps
     elif causal:
         scores = _causal_scores(K.astype(np.float64, copy=False), p)

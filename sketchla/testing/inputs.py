@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..operators import KINDS, SketchOperator
+from ..random import UNSET, RngLike, external_stacklevel, rng_alias
 
 #: operator kinds of :func:`sketchla.sketch`
 OPERATOR_KINDS: tuple[str, ...] = tuple(KINDS)
@@ -17,17 +18,28 @@ INPUT_LAYOUTS: tuple[str, ...] = ("C", "F", "strided", "csr", "csc", "coo")
 
 
 def make_operator(
-    kind: str, m: int, n: int, seed: Any = 0, nnz_per_col: int | None = None
+    kind: str,
+    m: int,
+    n: int,
+    rng: RngLike = 0,
+    nnz_per_col: int | None = None,
+    *,
+    seed: Any = UNSET,
 ) -> SketchOperator:
     """An operator of ``kind`` with shape (m, n), clipping parameters into their valid range
     (SRHT needs m <= n, SparseSign nnz_per_col <= m) so property tests can draw m, n freely.
-    ``nnz_per_col=None`` keeps SparseSign's default."""
+    ``nnz_per_col=None`` keeps SparseSign's default. ``rng`` defaults to 0 here (a test
+    fixture is reproducible by default; the operators themselves default to None); ``seed=``
+    is its deprecated alias."""
+    if seed is not UNSET and rng == 0:
+        rng = None  # seed= given: rng_alias needs rng unset
+    rng = rng_alias(rng, seed, stacklevel=external_stacklevel())
     if kind == "srht":
-        return KINDS[kind](min(m, n), n, seed=seed)
+        return KINDS[kind](min(m, n), n, rng=rng)
     if kind == "sparse_sign":
         s = None if nnz_per_col is None else min(nnz_per_col, m)
-        return KINDS[kind](m, n, nnz_per_col=s, seed=seed)
-    return KINDS[kind](m, n, seed=seed)
+        return KINDS[kind](m, n, nnz_per_col=s, rng=rng)
+    return KINDS[kind](m, n, rng=rng)
 
 
 def as_layout(A: np.ndarray, layout: str) -> Any:

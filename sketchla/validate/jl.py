@@ -75,7 +75,7 @@ def run_jl(ctx: Context) -> None:
                 SB = (
                     uniform_rows(both, m, s)
                     if kind == "uniform rows"
-                    else (make_operator(kind, m, n, seed=s) @ both)
+                    else (make_operator(kind, m, n, rng=s) @ both)
                 )
                 for i, mn in enumerate(names):
                     SU = SB[:, i * d : (i + 1) * d]

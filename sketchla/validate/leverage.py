@@ -59,13 +59,13 @@ def run_leverage(ctx: Context) -> None:
             for s in range(seeds):
                 params = {"nnz_per_col": _NNZ} if kind == "sparse_sign" else {}
                 approx = leverage_scores(
-                    A, method="sketch", seed=s, sketch_size=m, sketch_kind=kind, **params
+                    A, method="sketch", rng=s, sketch_size=m, sketch_kind=kind, **params
                 )
                 ratio = approx / exact
                 # the very same sketch on the orthonormal basis
                 if params:
                     params = {"nnz_per_col": min(_NNZ, m)}
-                SU = KINDS[kind](m, n, seed=child_seed(s, 0), **params) @ U
+                SU = KINDS[kind](m, n, rng=child_seed(s, 0), **params) @ U
                 sv = np.linalg.svd(SU, compute_uv=False)
                 lo, hi = 1.0 / sv.max() ** 2, 1.0 / sv.min() ** 2
                 violation = max(
@@ -88,7 +88,7 @@ def run_leverage(ctx: Context) -> None:
         note=f"n = {n}, d = {d}, Student-t rows, m in {sizes}, {seeds} seeds, {kinds} "
         f"(sparse_sign s = {_NNZ}); S rebuilt as in leverage_scores: seed child_seed(seed, 0)",
     )
-    default = leverage_scores(A, method="sketch", seed=0)
+    default = leverage_scores(A, method="sketch", rng=0)
     ctx.report(
         f"sketched scores at the default size (m = {min(n, 32 * d)}, sparse_sign): "
         "max relative error",

@@ -226,7 +226,7 @@ def run_real_hyper(ctx: Context) -> None:
         )
         d = Q.shape[1]
         scale = 1 / np.sqrt(d)
-        h = SimHash(d, 6, seed=0)
+        h = SimHash(d, 6, rng=0)
         oq = np.argsort(inverse_gray_code(h.codes(Q)), kind="stable")
         ok = np.argsort(inverse_gray_code(h.codes(K)), kind="stable")
         lsh = block_mass(Q, K, scale, oq, ok, block)
