@@ -367,3 +367,35 @@ def test_streaming_bad_input():
 def test_sketched_universal_set_of_a_wide_K_names_K():
     with pytest.raises(ValueError, match=r"tall K .* shape \(3, 5\)"):
         sketchla.universal_set(np.ones((3, 5)), 0.5, method="sketch")
+
+
+@pytest.mark.parametrize(
+    "mode, bad",
+    # 1e200 is valid input in merge mode (scaled scores); the exact mode's Gram overflows
+    [("exact", np.nan), ("exact", np.inf), ("exact", 1e200), ("merge", np.nan), ("merge", np.inf)],
+)
+def test_streaming_failed_update_leaves_the_stream_unchanged(mode, bad):
+    """Issue 20, defect 3: update() added each 8192-row chunk to the Gram and the candidates
+    before checking the next one, then raised without rolling back or advancing n_seen (25
+    keys wrongly kept, 41 missed afterwards). A rejected block now leaves the state as it was:
+    skipping it gives exactly the batch answer of the blocks that were consumed."""
+    rng = np.random.default_rng(0)
+    d, eps = 6, 0.002
+    good = [rng.standard_normal((n, d)) * rng.lognormal(0, 1, (n, 1)) for n in (3000, 9000, 500)]
+    bad_block = rng.standard_normal((20000, d))
+    bad_block[15000, 2] = bad  # in the second 8192-row chunk: the first one was consumed
+    s = sketchla.StreamingLeverage(d, eps, mode=mode)
+    s.update(good[0])
+    before = (s.n_seen, s.n_candidates, s.universal_set().copy())
+    with pytest.raises(ValueError, match="block"):
+        s.update(bad_block)
+    assert (s.n_seen, s.n_candidates) == before[:2]
+    np.testing.assert_array_equal(s.universal_set(), before[2])
+    for block in good[1:]:
+        s.update(block)
+    K = np.vstack(good)
+    batch = sketchla.universal_set(K, eps)
+    if mode == "exact":
+        np.testing.assert_array_equal(s.universal_set(), batch)
+    else:  # a superset of the batch set
+        assert np.isin(batch, s.universal_set()).all()

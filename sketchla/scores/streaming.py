@@ -90,11 +90,37 @@ class StreamingLeverage:
         self._ref_rows = 0
 
     def update(self, block) -> StreamingLeverage:
-        """Consume the next rows of K (shape (b, d)); returns self."""
+        """Consume the next rows of K (shape (b, d)); returns self.
+
+        An update that raises (bad input: NaN / infinity, overflow) leaves the stream exactly
+        as it was before the call, so the caller may skip or repair the block and go on: a
+        block is consumed entirely or not at all.
+        """
         block = as_dense(block, "block", ndim=(2,))
         if block.shape[1] != self.d:
             raise ValueError(f"block has {block.shape[1]} columns, expected d={self.d}")
         block = block.astype(np.float64, copy=False)
+        saved = self._state()
+        try:
+            return self._update(block)
+        except BaseException:
+            self._restore(saved)
+            raise
+
+    def _state(self) -> dict:
+        """A snapshot of everything ``update`` changes (the d x d Gram is copied; the other
+        arrays are replaced, never modified in place, so references suffice)."""
+        state = dict(self.__dict__)
+        state["_gram"] = self._gram.copy()
+        state["_pending_rows"] = list(self._pending_rows)
+        state["_pending_index"] = list(self._pending_index)
+        return state
+
+    def _restore(self, state: dict) -> None:
+        self.__dict__.clear()
+        self.__dict__.update(state)
+
+    def _update(self, block: np.ndarray) -> StreamingLeverage:
         if self.mode == "exact":
             self._update_exact(block)
             return self
