@@ -394,10 +394,7 @@ def test_srht_column_block_of_a_huge_operator():
     assert rows.shape == (10,) and np.all(np.diff(rows) > 0) and rows.max() < S.n_padded
     signs = sketchla.random.stream(np.random.SeedSequence(3), 2).signs(np.arange(n - 8, n))
     ref = np.array(
-        [
-            [signs[t] * (-1) ** bin(int(r) & (n - 8 + t)).count("1") for t in range(8)]
-            for r in rows
-        ]
+        [[signs[t] * (-1) ** bin(int(r) & (n - 8 + t)).count("1") for t in range(8)] for r in rows]
     ) / np.sqrt(10)
     np.testing.assert_allclose(block.todense(), ref, rtol=1e-12)
     np.testing.assert_allclose(y, ref @ x, rtol=1e-12)
@@ -453,3 +450,71 @@ def test_scipy_clarkson_woodruff_comparison_shape():
     theirs = clarkson_woodruff_transform(A, 20, rng=0)
     ours = sketchla.CountSketch(20, 300, rng=0).apply(A, sparse_output=True)
     assert sp.issparse(theirs) and sp.issparse(ours) and theirs.shape == ours.shape
+
+
+# -- SPEC 7: rng= ------------------------------------------------------------------------------
+_RNG_CALLS = {
+    "CountSketch": lambda A, **kw: sketchla.CountSketch(8, A.shape[0], **kw) @ A,
+    "SparseSign": lambda A, **kw: sketchla.SparseSign(8, A.shape[0], **kw) @ A,
+    "SRHT": lambda A, **kw: sketchla.SRHT(8, A.shape[0], **kw) @ A,
+    "GaussianSketch": lambda A, **kw: sketchla.GaussianSketch(8, A.shape[0], **kw) @ A,
+    "sketch": lambda A, **kw: sketchla.sketch(A, 8, kind="srht", **kw),
+    "leverage_scores": lambda A, **kw: sketchla.leverage_scores(A, method="sketch", **kw),
+    "universal_set": lambda A, **kw: sketchla.universal_set(A, 0.3, method="sketch", **kw),
+    "SimHash": lambda A, **kw: sketchla.SimHash(A.shape[1], 5, **kw).codes(A),
+    "approx_matmul": lambda A, **kw: sketchla.approx_matmul(A.T, A, 20, **kw),
+    "make_operator": lambda A, **kw: make_operator("countsketch", 8, A.shape[0], **kw) @ A,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_RNG_CALLS))
+def test_rng_keyword_spec7(name):
+    """rng= takes an int, a SeedSequence or a numpy Generator (same state, same result);
+    seed= is a deprecated alias (DeprecationWarning pointing at the caller's line) and passing
+    both is a TypeError."""
+    import warnings
+
+    call = _RNG_CALLS[name]
+    A = np.random.default_rng(0).standard_normal((64, 3))
+    same = call(A, rng=7)
+    np.testing.assert_array_equal(call(A, rng=np.random.SeedSequence(7)), same)
+    g1, g2 = np.random.default_rng(11), np.random.default_rng(11)
+    np.testing.assert_array_equal(call(A, rng=g1), call(A, rng=g2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        np.testing.assert_array_equal(call(A, seed=7), same)
+    deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert len(deprecations) == 1 and "pass rng= instead" in str(deprecations[0].message)
+    assert deprecations[0].filename == __file__, "the warning points at the caller"
+    with pytest.raises(TypeError, match="pass rng= only"):
+        call(A, rng=7, seed=7)
+
+
+def test_rng_default_is_fresh_entropy_and_repr_rebuilds():
+    """One default across the package: rng=None draws fresh entropy (two operators differ);
+    the repr shows the entropy, so eval(repr(S)) rebuilds the same operator."""
+    A = np.random.default_rng(0).standard_normal((100, 2))
+    for make in (sketchla.CountSketch, sketchla.SRHT, sketchla.GaussianSketch):
+        S1, S2 = make(10, 100), make(10, 100)
+        assert not np.array_equal(S1 @ A, S2 @ A)  # P(equal) ~ 2^-128
+        rebuilt = eval(repr(S1), {**vars(sketchla), "SeedSequence": np.random.SeedSequence})
+        np.testing.assert_array_equal(rebuilt @ A, S1 @ A)
+    h = sketchla.SimHash(2, 6, rng=np.random.default_rng(3))
+    assert "rng=SeedSequence(" in repr(h)
+    rebuilt = eval(repr(h), {**vars(sketchla), "SeedSequence": np.random.SeedSequence})
+    np.testing.assert_array_equal(rebuilt.planes, h.planes)
+    assert repr(sketchla.SimHash(4, 3, rng=5)) == "SimHash(d=4, n_bits=3, rng=5)"
+    import inspect
+
+    for fn in (
+        sketchla.CountSketch,
+        sketchla.SparseSign,
+        sketchla.SRHT,
+        sketchla.GaussianSketch,
+        sketchla.SimHash,
+        sketchla.sketch,
+        sketchla.leverage_scores,
+        sketchla.universal_set,
+        sketchla.approx_matmul,
+    ):
+        assert inspect.signature(fn).parameters["rng"].default is None, fn
