@@ -436,9 +436,9 @@ def test_sparse_output_of_sparse_input(kind, layout):
     assert S.apply(A.astype(np.float32), sparse_output=True).dtype == np.float32
     via = sketchla.sketch(A, 40, kind=kind, rng=6, sparse_output=True)
     np.testing.assert_array_equal(via.toarray(), out.toarray())
-    with pytest.raises(TypeError, match="sparse_output=True needs a scipy.sparse A"):
+    with pytest.raises(TypeError, match=r"sparse_output=True needs a scipy\.sparse A"):
         S.apply(A.toarray(), sparse_output=True)
-    with pytest.raises(ValueError, match="sparse_output=True is for kind="):
+    with pytest.raises(ValueError, match=r"sparse_output=True is for kind="):
         sketchla.sketch(A, 40, kind="srht", rng=6, sparse_output=True)
 
 
