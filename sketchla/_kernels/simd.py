@@ -52,7 +52,8 @@ def axpy_lanes(typingctx, acc, b, ca, v, src, j, cs):
         x = builder.load(p_dvec, align=8)
         if src_t.dtype == types.float32:
             fvec = ir.VectorType(ir.FloatType(), LANES)
-            y = builder.fpext(builder.load(builder.bitcast(p_src, fvec.as_pointer()), align=4), dvec)
+            y = builder.load(builder.bitcast(p_src, fvec.as_pointer()), align=4)
+            y = builder.fpext(y, dvec)
         else:
             y = builder.load(builder.bitcast(p_src, dvec.as_pointer()), align=8)
         undef = ir.Constant(dvec, ir.Undefined)

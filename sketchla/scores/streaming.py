@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, check_real
+from .._kernels.rownorms import filter_rows
 from .leverage import leverage_scores
 
 __all__ = ["StreamingLeverage"]
@@ -150,11 +151,8 @@ class StreamingLeverage:
             if self._dinv is None:  # no filter (yet): every row is a candidate
                 keep = np.arange(B.shape[0])
             else:
-                if self._jacobi:
-                    sq = (B * B) @ self._dinv  # ||D^{-1/2} b||^2
-                else:
-                    sq = np.einsum("ij,ij->i", B, B)
-                keep = np.flatnonzero(sq >= self._filter_threshold)
+                # ||D^{-1/2} b||^2 >= threshold, one fused pass (D = I: dinv is all ones)
+                keep = filter_rows(B, self._dinv, self._filter_threshold)
             if keep.size:
                 self._pending_rows.append(B[keep])  # a copy
                 self._pending_index.append(keep + start)
