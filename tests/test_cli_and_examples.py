@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import sketchla
+from sketchla.bench import sketch as sketch_bench
 from sketchla.cli import main
 from sketchla.demo import distortion_table
 
@@ -31,7 +32,8 @@ def test_bench_quick_writes_a_table(tmp_path, capsys):
     assert main(argv) == 0
     text = out.read_text()
     assert "CountSketch dense vs scipy" in text and "SRHT vs GaussianSketch" in text
-    assert text.count("\n| ") == 7  # header + 6 comparisons
+    assert "parallel read" in text and "GB/s" in text  # the read baseline of issue 21
+    assert text.count("\n| ") == 1 + len(sketch_bench.COMPARISONS)  # header + comparisons
     assert "ratio" in capsys.readouterr().out
 
 
