@@ -1,7 +1,14 @@
 """Side-by-side benchmarks (``sketchla bench SUITE``): medians and ratios, never asserted."""
 
-from . import attention, dask, lsh, scores, sketch
+from . import attention, dask, lsh, scaling, scores, sketch
 
-SUITES = {"sketch": sketch, "scores": scores, "dask": dask, "attention": attention, "lsh": lsh}
+SUITES = {
+    "sketch": sketch,
+    "scores": scores,
+    "scaling": scaling,
+    "dask": dask,
+    "attention": attention,
+    "lsh": lsh,
+}
 
 __all__ = ["SUITES"]
