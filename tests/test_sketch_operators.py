@@ -518,3 +518,69 @@ def test_rng_default_is_fresh_entropy_and_repr_rebuilds():
         sketchla.approx_matmul,
     ):
         assert inspect.signature(fn).parameters["rng"].default is None, fn
+
+
+# -- LinearOperator view, S.dot, np.dot --------------------------------------------------------
+@pytest.mark.parametrize("kind", OPERATOR_KINDS)
+def test_aslinearoperator_applies_s_once_per_product(kind, monkeypatch):
+    """scipy's aslinearoperator(S) @ X applies S once per column of X (it forwards matvec, not
+    matmat); S.aslinearoperator() overrides _matmat/_rmatmat: one application per product,
+    with the same numbers, and its transpose / adjoint / algebra work."""
+    from scipy.sparse.linalg import LinearOperator, aslinearoperator
+
+    S = make_operator(kind, 12, 40, rng=3)
+    X = np.random.default_rng(0).standard_normal((40, 6))
+    Y = np.random.default_rng(1).standard_normal((12, 6))
+    calls = {"forward": 0}
+    forward = type(S)._forward_dense
+
+    def counting(self, A):
+        calls["forward"] += 1
+        return forward(self, A)
+
+    monkeypatch.setattr(type(S), "_forward_dense", counting)
+    L = S.aslinearoperator()
+    assert isinstance(L, LinearOperator) and L.shape == (12, 40) and L.dtype == np.float64
+    np.testing.assert_allclose(L @ X, S @ X, rtol=1e-13)
+    calls["forward"] = 0
+    L @ X
+    assert calls["forward"] == 1
+    calls["forward"] = 0
+    aslinearoperator(S) @ X
+    assert calls["forward"] == 6  # scipy's generic wrapper: one per column (why this exists)
+    np.testing.assert_allclose(L.T @ Y, S.T @ Y, rtol=1e-13)
+    np.testing.assert_allclose(L.H @ Y, S.T @ Y, rtol=1e-13)
+    np.testing.assert_allclose(L.matvec(X[:, 0]), S @ X[:, 0], rtol=1e-13)
+    np.testing.assert_allclose(L.rmatvec(Y[:, 0]), S.T @ Y[:, 0], rtol=1e-13)
+    np.testing.assert_allclose((L.T @ L) @ X, S.T @ (S @ X), rtol=1e-12)
+    np.testing.assert_allclose(S.T.aslinearoperator() @ Y, S.T @ Y, rtol=1e-13)
+    np.testing.assert_array_equal(S.dot(X), S @ X)
+    np.testing.assert_array_equal(S.T.dot(Y), S.T @ Y)
+
+
+def test_lsqr_through_the_linear_operator():
+    """The view works with scipy's iterative solvers: lsqr on S A x = S b of a consistent
+    system recovers x (S of full column rank on range(A) for this seed)."""
+    from scipy.sparse.linalg import lsqr
+
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((200, 4))
+    x = rng.standard_normal(4)
+    S = sketchla.SparseSign(40, 200, rng=1)
+    SA = S @ A
+    sol = lsqr(SA, S.aslinearoperator() @ (A @ x), atol=1e-12, btol=1e-12)[0]
+    np.testing.assert_allclose(sol, x, rtol=1e-8)
+
+
+@pytest.mark.parametrize("kind", OPERATOR_KINDS)
+def test_np_dot_is_a_clear_type_error(kind):
+    """np.dot(S, A) used to fail with "unsupported operand type(s) for *: 'CountSketch' and
+    'float'"; now a TypeError says to write S @ A. Other numpy functions say what S is."""
+    S = make_operator(kind, 4, 10, rng=0)
+    A = np.ones((10, 2))
+    with pytest.raises(TypeError, match=r"np\.dot does not apply a sketch.*S @ A"):
+        np.dot(S, A)
+    with pytest.raises(TypeError, match=r"np\.dot does not apply"):
+        np.dot(S.T, np.ones((4, 2)))
+    with pytest.raises(TypeError, match=r"np\.linalg\.norm is not supported.*todense"):
+        np.linalg.norm(S)

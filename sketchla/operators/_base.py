@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Self
 
 import numpy as np
+from scipy.sparse.linalg import LinearOperator
 
 from .._backend import (
     as_dense,
@@ -101,6 +102,12 @@ class SketchOperator:
     #: numpy defers ``ndarray @ S`` to ``S.__rmatmul__`` instead of making an object array.
     __array_ufunc__ = None
 
+    def __array_function__(self, func, types, args, kwargs):
+        """numpy functions (``np.dot(S, A)``, ``np.linalg.norm(S)``, ...) are not forwarded
+        to a sketch: a TypeError that says what to use instead (instead of numpy's "unsupported
+        operand type(s) for *" from treating S as an object scalar)."""
+        raise _numpy_function_error(func, type(self).__name__)
+
     #: global index of column 0: an operator cut by :meth:`column_block` is columns
     #: ``column_offset .. column_offset + n - 1`` of the operator it was cut from
     column_offset: int = 0
@@ -151,6 +158,21 @@ class SketchOperator:
     def rmatmat(self, Y: Any) -> np.ndarray:
         """S.T @ Y."""
         return self.T @ Y
+
+    def dot(self, X: Any) -> Any:
+        """``S @ X`` (the ``ndarray.dot`` spelling; ``np.dot(S, X)`` is a TypeError)."""
+        return self @ X
+
+    def aslinearoperator(self) -> LinearOperator:
+        """S as a :class:`scipy.sparse.linalg.LinearOperator` of shape (m, n) whose matrix
+        products are single applications of S (``_matmat`` / ``_rmatmat`` overridden).
+
+        ``scipy.sparse.linalg.aslinearoperator(S)`` also works on a sketch, but it forwards only
+        ``matvec``/``rmatvec``/``rmatmat``: its ``@`` with an (n, k) matrix then applies S once
+        per column (k hash passes or FWHTs instead of one). Use this view with scipy's solvers
+        (``lsqr``, ``svds``, ...) and operator algebra (``L1 @ L2``, ``L.T``, ``L.H``).
+        """
+        return _SketchLinearOperator(self)
 
     @property
     def T(self) -> _TransposedSketch:
@@ -261,6 +283,17 @@ class _TransposedSketch:
 
     __array_ufunc__ = None
 
+    def __array_function__(self, func, types, args, kwargs):
+        raise _numpy_function_error(func, f"{type(self._op).__name__}.T")
+
+    def dot(self, Y: Any) -> Any:
+        """``S.T @ Y``."""
+        return self @ Y
+
+    def aslinearoperator(self) -> LinearOperator:
+        """S.T as a LinearOperator of shape (n, m) (see :meth:`SketchOperator.aslinearoperator`)."""
+        return _SketchLinearOperator(self._op).T
+
     def __init__(self, op: SketchOperator) -> None:
         self._op = op
 
@@ -298,6 +331,74 @@ class _TransposedSketch:
 
     def __repr__(self) -> str:
         return f"{self._op!r}.T"
+
+
+def _numpy_function_error(func: Any, name: str) -> TypeError:
+    module = getattr(func, "__module__", None) or "numpy"
+    prefix = module.replace("numpy", "np", 1) if module.startswith("numpy") else module
+    fname = getattr(func, "__name__", str(func))
+    if fname in ("dot", "matmul", "inner", "tensordot", "vdot"):
+        return TypeError(
+            f"{prefix}.{fname} does not apply a sketch operator ({name}); write S @ A (or "
+            "S.dot(A)) for the sketch, S.T @ Y for its adjoint, or S.todense() for the matrix itself"
+        )
+    return TypeError(
+        f"{prefix}.{fname} is not supported for a sketch operator ({name}); it is a linear map, "
+        "not an array: use S @ A, S.T @ Y, S.aslinearoperator() or (small S) S.todense()"
+    )
+
+
+class _SketchLinearOperator(LinearOperator):
+    """scipy LinearOperator view of a sketch whose matrix products are single applications."""
+
+    def __init__(self, op: SketchOperator) -> None:
+        self._op = op
+        super().__init__(dtype=np.dtype(np.float64), shape=op.shape)
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        return self._op @ np.asarray(x).reshape(-1)
+
+    def _rmatvec(self, y: np.ndarray) -> np.ndarray:
+        return self._op.T @ np.asarray(y).reshape(-1)
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        return self._op @ X
+
+    def _rmatmat(self, Y: np.ndarray) -> np.ndarray:
+        return self._op.T @ Y
+
+    def _adjoint(self) -> LinearOperator:
+        return _AdjointSketchLinearOperator(self)
+
+    _transpose = _adjoint  # real operator
+
+    def __repr__(self) -> str:
+        return f"<{self.shape[0]}x{self.shape[1]} LinearOperator of {self._op!r}>"
+
+
+class _AdjointSketchLinearOperator(LinearOperator):
+    """S.T of a :class:`_SketchLinearOperator` with the same single-application products."""
+
+    def __init__(self, of: _SketchLinearOperator) -> None:
+        self._of = of
+        super().__init__(dtype=of.dtype, shape=(of.shape[1], of.shape[0]))
+
+    def _matvec(self, y: np.ndarray) -> np.ndarray:
+        return self._of._rmatvec(y)
+
+    def _rmatvec(self, x: np.ndarray) -> np.ndarray:
+        return self._of._matvec(x)
+
+    def _matmat(self, Y: np.ndarray) -> np.ndarray:
+        return self._of._rmatmat(Y)
+
+    def _rmatmat(self, X: np.ndarray) -> np.ndarray:
+        return self._of._matmat(X)
+
+    def _adjoint(self) -> LinearOperator:
+        return self._of
+
+    _transpose = _adjoint
 
 
 def _reject_operator(A: Any) -> None:
