@@ -340,7 +340,7 @@ def _numpy_function_error(func: Any, name: str) -> TypeError:
     if fname in ("dot", "matmul", "inner", "tensordot", "vdot"):
         return TypeError(
             f"{prefix}.{fname} does not apply a sketch operator ({name}); write S @ A (or "
-            "S.dot(A)) for the sketch, S.T @ Y for its adjoint, or S.todense() for the matrix itself"
+            "S.dot(A)) for the sketch, S.T @ Y for its adjoint, or S.todense() for the matrix"
         )
     return TypeError(
         f"{prefix}.{fname} is not supported for a sketch operator ({name}); it is a linear map, "
