@@ -10,7 +10,7 @@ directly. It multiplies and adds with separate roundings, exactly as the scalar 
 
 from __future__ import annotations
 
-from llvmlite import ir
+from llvmlite import ir  # type: ignore[import-untyped]
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 

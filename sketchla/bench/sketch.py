@@ -26,6 +26,8 @@ after all other cases; within each phase the cases are interleaved.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.fft
 import scipy.linalg
@@ -51,6 +53,10 @@ SPARSE_SIGN_MAX = 1.5
 def read_baseline(A: np.ndarray) -> np.ndarray:
     """The parallel streaming read of A (column sums, float64 accumulators)."""
     return column_sums(A, READ_PARTS, work=A.nbytes)
+
+
+def _apply(op, A: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: op @ A
 
 
 def _read(label: str, ours: str, read: str, goal: float | None) -> Comparison:
@@ -140,7 +146,7 @@ def run(
         Case("scipy CW dense", lambda: scipy.linalg.clarkson_woodruff_transform(A, m, rng=seed)),
         Case("countsketch csr", lambda: cs @ A_csr),
         Case("scipy CW csr", lambda: scipy.linalg.clarkson_woodruff_transform(A_csr, m, rng=seed)),
-        *(Case(f"sparse_sign s={s} dense", lambda op=op: op @ A) for s, op in sparse_signs.items()),
+        *(Case(f"sparse_sign s={s} dense", _apply(op, A)) for s, op in sparse_signs.items()),
         Case("srht dense", lambda: srht @ A),
         Case("rfft padded axis 0", lambda: scipy.fft.rfft(A, n=N, axis=0)),
         Case("numpy A.sum(0)", lambda: A.sum(axis=0)),
