@@ -8,7 +8,15 @@ from scipy.sparse.linalg import svds
 from scipy.special import softmax
 
 import sketchla
-from sketchla.kde.partials import lsh_blocks
+from sketchla.attention import (
+    Importance,
+    KeyIndices,
+    MultiRoundLSH,
+    SortLSH,
+    TopNorm,
+    Uniform,
+)
+from sketchla.attention._tiles import Problem
 from sketchla.testing.attention_instances import attention_instance
 
 
@@ -53,7 +61,7 @@ def close(a, b, dtype):
 @given(qkv(), st.integers(0, 2**16))
 def test_exact_when_one_block_holds_every_key(QKV, seed):
     Q, K, V = QKV
-    out, lse = sketchla.hyper_attention(Q, K, V, block_size=K.shape[-2], seed=seed, return_lse=True)
+    out, lse = sketchla.hyper_attention(Q, K, V, block_size=K.shape[-2], rng=seed, return_lse=True)
     ref, ref_lse = sketchla.exact_attention(Q, K, V, return_lse=True)
     assert out.dtype == Q.dtype and out.shape == ref.shape and lse.shape == ref_lse.shape
     close(out, dense_attention(Q, K, V), Q.dtype)
@@ -63,7 +71,7 @@ def test_exact_when_one_block_holds_every_key(QKV, seed):
 @given(qkv(self_attention=True), st.integers(0, 2**16))
 def test_causal_exact_at_or_below_min_seq_len(QKV, seed):
     Q, K, V = QKV
-    out = sketchla.hyper_attention(Q, K, V, causal=True, min_seq_len=Q.shape[-2], seed=seed)
+    out = sketchla.hyper_attention(Q, K, V, causal=True, min_seq_len=Q.shape[-2], rng=seed)
     close(out, dense_attention(Q, K, V, causal=True), Q.dtype)
 
 
@@ -73,7 +81,7 @@ def test_causal_recursion_and_merges_are_exact_when_every_quadrant_is(QKV, min_s
     reproduce exact causal attention: checks the splits, offsets and log-space merges."""
     Q, K, V = QKV
     out, lse = sketchla.hyper_attention(
-        Q, K, V, causal=True, min_seq_len=min_seq_len, block_size=10**6, return_lse=True
+        Q, K, V, causal=True, min_seq_len=min_seq_len, block_size=10**6, return_lse=True, rng=0
     )
     ref, ref_lse = sketchla.exact_attention(Q, K, V, causal=True, return_lse=True)
     close(out, ref, Q.dtype)
@@ -85,10 +93,8 @@ def test_output_rows_are_convex_combinations_of_values(QKV, block_size, m, seed)
     """Every weight is positive, so each output row lies in the convex hull of V's rows: in
     particular every entry is within [min, max] of its column (cross attention, odd sizes)."""
     Q, K, V = QKV
-    for light in ("uniform", "vnorm"):
-        out = sketchla.hyper_attention(
-            Q, K, V, block_size=block_size, sample_size=m, n_bits=3, seed=seed, light=light
-        )
+    for rest in (Uniform(m), Importance(m, weights="vnorm")):
+        out = sketchla.approx_attention(Q, K, V, keys=SortLSH(block_size, 3), rest=rest, rng=seed)
         assert out.shape == (*Q.shape[:-1], V.shape[-1]) and np.all(np.isfinite(out))
         tol = 1e-5 * (1 + np.abs(V).max())
         assert np.all(out >= V.min(axis=-2, keepdims=True) - tol)
@@ -101,9 +107,12 @@ def test_padding_never_changes_the_output(QKV, block_size, bits):
     (brute force from the layout), for any n, i.e. no padded key enters a softmax."""
     Q, K, V = QKV
     scale = 1 / np.sqrt(Q.shape[-1])
-    out = sketchla.hyper_attention(Q, K, V, block_size=block_size, sample_size=0, n_bits=bits)
+    out = sketchla.hyper_attention(
+        Q, K, V, block_size=block_size, sample_size=0, n_bits=bits, rng=0
+    )
     Qb, Kb, Vb = (X.reshape(-1, *X.shape[-2:]) for X in (Q, K, V))
-    blocks = lsh_blocks(Qb * Qb.dtype.type(scale), Kb, block_size, bits, seed=0)
+    prob = Problem(Qb * Qb.dtype.type(scale), Kb, None, False)
+    blocks = SortLSH(block_size, bits).bind(prob, np.random.SeedSequence(0))
     qb, kb = blocks.query_block, blocks.key_block
     outb = out.reshape(-1, *out.shape[-2:])
     for b in range(Qb.shape[0]):
@@ -114,25 +123,32 @@ def test_padding_never_changes_the_output(QKV, block_size, bits):
 
 def test_causal_output_never_depends_on_future_keys_or_values():
     Q, K, V = attention_instance("flat", 1001, 16, seed=0)
-    kw = {"causal": True, "min_seq_len": 100, "block_size": 32, "sample_size": 32, "global_keys": 4}
-    out = sketchla.hyper_attention(Q, K, V, **kw)
+    kw = {
+        "causal": True,
+        "causal_scheme": "halving",
+        "min_seq_len": 100,
+        "keys": TopNorm(4) | SortLSH(32),
+        "rest": Uniform(32),
+        "rng": 0,
+    }
+    out = sketchla.approx_attention(Q, K, V, **kw)
     K2, V2 = K.copy(), V.copy()
     K2[700:] = 10 * np.random.default_rng(1).standard_normal(K2[700:].shape)
     V2[700:] += 5.0
-    out2 = sketchla.hyper_attention(Q, K2, V2, **kw)
+    out2 = sketchla.approx_attention(Q, K2, V2, **kw)
     np.testing.assert_array_equal(out2[:700], out[:700])
     assert not np.allclose(out2[700:], out[700:])
 
 
 def test_seed_and_float32():
     Q, K, V = attention_instance("flat", 700, 16, seed=2)
-    a = sketchla.hyper_attention(Q, K, V, block_size=64, seed=3)
-    assert np.array_equal(a, sketchla.hyper_attention(Q, K, V, block_size=64, seed=3))
-    assert not np.array_equal(a, sketchla.hyper_attention(Q, K, V, block_size=64, seed=4))
-    a32 = sketchla.hyper_attention(*(X.astype(np.float32) for X in (Q, K, V)), block_size=64)
+    a = sketchla.hyper_attention(Q, K, V, block_size=64, rng=3)
+    assert np.array_equal(a, sketchla.hyper_attention(Q, K, V, block_size=64, rng=3))
+    assert not np.array_equal(a, sketchla.hyper_attention(Q, K, V, block_size=64, rng=4))
+    a32 = sketchla.hyper_attention(*(X.astype(np.float32) for X in (Q, K, V)), block_size=64, rng=0)
     assert a32.dtype == np.float32 and np.all(np.isfinite(a32))
     big = [X * 100 for X in (Q, K)]  # logits ~ +-1e4
-    out, lse = sketchla.hyper_attention(*big, V, block_size=64, return_lse=True)
+    out, lse = sketchla.hyper_attention(*big, V, block_size=64, return_lse=True, rng=0)
     assert np.all(np.isfinite(out)) and np.all(np.isfinite(lse))
 
 
@@ -140,10 +156,13 @@ def test_global_keys_are_exact_and_excluded_from_sampling():
     """With every key global the result is exact; per-head index arrays work."""
     rng = np.random.default_rng(5)
     Q, K, V = rng.standard_normal((3, 2, 90, 6))
-    out = sketchla.hyper_attention(Q, K, V, block_size=8, global_keys=np.arange(90))
+    rest = Uniform(256)
+    keys = KeyIndices(np.arange(90)) | SortLSH(8)
+    out = sketchla.approx_attention(Q, K, V, keys=keys, rest=rest, rng=0)
     np.testing.assert_allclose(out, dense_attention(Q, K, V), atol=1e-12)
     per_head = np.stack([np.arange(90), np.arange(90)[::-1]])
-    out = sketchla.hyper_attention(Q, K, V, block_size=8, global_keys=per_head)
+    keys = KeyIndices(per_head) | SortLSH(8)
+    out = sketchla.approx_attention(Q, K, V, keys=keys, rest=rest, rng=0)
     np.testing.assert_allclose(out, dense_attention(Q, K, V), atol=1e-12)
 
 
@@ -170,7 +189,7 @@ class Reference:
 DEFAULT_BOUND = {"flat": 0.27, "planted": 0.34, "sink": 0.22, "large_norm": 0.22}
 #: levers of design.md §3, measured: global key 0 (the sink) -> 0.019 / 0.011; the top 1%
 #: keys by norm on large_norm -> 0.029 / 0.012
-LEVERS = {"sink": ({"global_keys": [0]}, 0.04), "large_norm": ({"global_keys": "1%"}, 0.05)}
+LEVERS = {"sink": ("KeyIndices([0])", 0.04), "large_norm": ("TopNorm(n // 100)", 0.05)}
 
 
 @pytest.mark.parametrize("n", [1024, 4096])
@@ -179,19 +198,22 @@ def test_spectral_ratio_bounded_and_decreasing_in_sample_size(kind, n, capsys):
     Q, K, V = attention_instance(kind, n, 64, seed=0)
     ref = Reference(Q, K, V)
     ratios = {
-        m: ref.ratio(sketchla.hyper_attention(Q, K, V, sample_size=m)) for m in (64, 256, 1024)
+        m: ref.ratio(sketchla.hyper_attention(Q, K, V, sample_size=m, rng=0))
+        for m in (64, 256, 1024)
     }
     line = ", ".join(f"m={m}: {r:.3f}" for m, r in ratios.items())
     if kind in LEVERS:
-        kwargs, bound = LEVERS[kind]
-        if kwargs["global_keys"] == "1%":
-            kwargs = {"global_keys": n // 100}
-        lever = ref.ratio(sketchla.hyper_attention(Q, K, V, **kwargs))
-        line += f"; with {kwargs}: {lever:.3f}"
+        lever_name, bound = LEVERS[kind]
+        G = KeyIndices([0]) if kind == "sink" else TopNorm(n // 100)
+        approx = sketchla.approx_attention(
+            Q, K, V, keys=G | SortLSH(256, 7), rest=Uniform(256), rng=0
+        )
+        lever = ref.ratio(approx)
+        line += f"; with {lever_name}: {lever:.3f}"
         assert lever <= bound
     if n == 1024:  # causal: recursion to depth 2 (two approximate levels)
         causal_ref = dense_attention(Q, K, V, causal=True)
-        causal = sketchla.hyper_attention(Q, K, V, causal=True, min_seq_len=n // 4)
+        causal = sketchla.hyper_attention(Q, K, V, causal=True, min_seq_len=n // 4, rng=0)
         causal_ratio = np.linalg.norm(causal_ref - causal, 2) / ref.den
         line += f"; causal (min_seq_len n/4): {causal_ratio:.3f} (non-causal denominator)"
         assert causal_ratio <= 0.2  # measured 0.066 - 0.149
@@ -205,7 +227,7 @@ def test_spectral_ratio_bounded_and_decreasing_in_sample_size(kind, n, capsys):
 
 def test_dense_ratio_agrees_with_spectral_error():
     Q, K, V = attention_instance("planted", 1024, 64, seed=0)
-    approx = sketchla.hyper_attention(Q, K, V)
+    approx = sketchla.hyper_attention(Q, K, V, rng=0)
     ratio = sketchla.spectral_error(Q, K, V, approx)
     assert ratio == pytest.approx(Reference(Q, K, V).ratio(approx), rel=1e-4)
 
@@ -228,26 +250,35 @@ def test_bad_input():
         sketchla.hyper_attention(Q, K, np.ones((7, 4)))
     with pytest.raises(ValueError, match="K"):
         sketchla.hyper_attention(Q, np.ones((8, 5)), V)
-    with pytest.raises(ValueError, match="light"):
-        sketchla.hyper_attention(Q, K, V, light="leverage")
-    with pytest.raises(ValueError, match="global_keys"):
-        sketchla.hyper_attention(Q, K, V, global_keys=[8])
-    with pytest.raises(ValueError, match="global_keys"):
-        sketchla.hyper_attention(Q[None], K[None], V[None], global_keys=np.zeros((2, 3), int))
+    with pytest.raises(ValueError, match="weights"):
+        sketchla.approx_attention(Q, K, V, keys=SortLSH(), rest=Importance(256, weights="leverage"))
+    with pytest.raises(ValueError, match="indices"):
+        sketchla.approx_attention(Q, K, V, keys=KeyIndices([8]) | SortLSH(), rest=Uniform())
+    with pytest.raises(ValueError, match="indices"):
+        sketchla.approx_attention(
+            Q[None], K[None], V[None], keys=KeyIndices(np.zeros((2, 3), int)) | SortLSH()
+        )
     with pytest.raises(TypeError, match="return_lse"):
         sketchla.hyper_attention(Q, K, V, return_lse=1)
 
 
 # ------------------------------------------------------------------------------------------
-# heavy="multiround"
+# multi-round hashing: keys=MultiRoundLSH(...), rest=Uniform(m, replace=False)
 # ------------------------------------------------------------------------------------------
 @given(qkv(), st.integers(1, 4), st.integers(0, 2**16), st.booleans())
 def test_multiround_exact_when_windows_or_samples_cover_every_key(QKV, rounds, seed, windows):
     Q, K, V = QKV
     n_k = K.shape[-2]
-    kw = {"block_size": n_k} if windows else {"block_size": 2, "sample_size": n_k}
-    out, lse = sketchla.hyper_attention(
-        Q, K, V, heavy="multiround", n_rounds=rounds, seed=seed, return_lse=True, **kw
+    b, m = (n_k, 256) if windows else (2, n_k)
+    out, lse = sketchla.approx_attention(
+        Q,
+        K,
+        V,
+        keys=MultiRoundLSH(b, rounds),
+        rest=Uniform(m, replace=False),
+        causal_scheme="halving",
+        rng=seed,
+        return_lse=True,
     )
     close(out, dense_attention(Q, K, V), Q.dtype)
     scale = 1 / np.sqrt(Q.shape[-1])
@@ -257,16 +288,19 @@ def test_multiround_exact_when_windows_or_samples_cover_every_key(QKV, rounds, s
 @given(qkv(max_n=300, self_attention=True), st.integers(1, 40), st.booleans())
 def test_multiround_causal_exact_when_every_quadrant_is(QKV, min_seq_len, with_globals):
     Q, K, V = QKV
-    out = sketchla.hyper_attention(
+    keys = MultiRoundLSH(2, 32)
+    if with_globals:
+        keys = TopNorm(2) | keys
+    out = sketchla.approx_attention(
         Q,
         K,
         V,
+        keys=keys,
+        rest=Uniform(10**6, replace=False),
         causal=True,
+        causal_scheme="halving",
         min_seq_len=min_seq_len,
-        heavy="multiround",
-        block_size=2,
-        sample_size=10**6,
-        global_keys=2 if with_globals else None,
+        rng=0,
     )
     close(out, dense_attention(Q, K, V, causal=True), Q.dtype)
 
@@ -274,8 +308,8 @@ def test_multiround_causal_exact_when_every_quadrant_is(QKV, min_seq_len, with_g
 @given(qkv(max_n=150), st.integers(1, 20), st.integers(0, 64), st.integers(0, 2**16))
 def test_multiround_rows_are_convex_combinations_of_values(QKV, block_size, m, seed):
     Q, K, V = QKV
-    out = sketchla.hyper_attention(
-        Q, K, V, heavy="multiround", block_size=block_size, n_rounds=3, sample_size=m, seed=seed
+    out = sketchla.approx_attention(
+        Q, K, V, keys=MultiRoundLSH(block_size, 3), rest=Uniform(m, replace=False), rng=seed
     )
     tol = 1e-4 if Q.dtype == np.float32 else 1e-10
     span = np.abs(V).max() + 1
@@ -288,30 +322,47 @@ def test_multiround_global_keys_and_causality():
     the first rows never depends on later keys or values."""
     rng = np.random.default_rng(2)
     Q, K, V = rng.standard_normal((3, 600, 8))
-    out = sketchla.hyper_attention(
-        Q, K, V, heavy="multiround", block_size=4, global_keys=np.arange(600)
+    out = sketchla.approx_attention(
+        Q,
+        K,
+        V,
+        keys=KeyIndices(np.arange(600)) | MultiRoundLSH(4, 32),
+        rest=Uniform(256, replace=False),
+        rng=0,
     )
     close(out, dense_attention(Q, K, V), np.float64)
-    kw = {"causal": True, "min_seq_len": 100, "heavy": "multiround", "global_keys": 4}
-    a = sketchla.hyper_attention(Q, K, V, **kw)
+    kw = {
+        "causal": True,
+        "causal_scheme": "halving",
+        "min_seq_len": 100,
+        "keys": TopNorm(4) | MultiRoundLSH(16, 32),
+        "rest": Uniform(256, replace=False),
+        "rng": 0,
+    }
+    a = sketchla.approx_attention(Q, K, V, **kw)
     K2, V2 = K.copy(), V.copy()
     K2[300:] *= 3
     V2[300:] = -V2[300:]
-    b = sketchla.hyper_attention(Q, K2, V2, **kw)
+    b = sketchla.approx_attention(Q, K2, V2, **kw)
     np.testing.assert_array_equal(a[:300], b[:300])
 
 
 def test_multiround_bad_input():
     Q = K = V = np.ones((8, 4))
-    for kw, name in (
-        ({"n_rounds": 0}, "n_rounds"),
-        ({"n_bits": 25}, "n_bits"),
-        ({"light": "vnorm"}, "multiround"),
-        ({"shared_samples": True}, "multiround"),
+    for make, name in (
+        (lambda: MultiRoundLSH(n_rounds=0), "n_rounds"),
+        (lambda: MultiRoundLSH(n_bits=25), "n_bits"),
     ):
         with pytest.raises(ValueError, match=name):
-            sketchla.hyper_attention(Q, K, V, heavy="multiround", **kw)
-    with pytest.raises(ValueError, match="n_rounds"):
+            sketchla.approx_attention(Q, K, V, keys=make(), rest=Uniform(256, replace=False))
+    for rest in (Importance(256, weights="vnorm"), Uniform(256, replace=False, shared=True)):
+        with pytest.raises(ValueError, match="rest"):
+            sketchla.approx_attention(Q, K, V, keys=MultiRoundLSH(), rest=rest)
+    # one round of sortLSH blocks and multi-round windows do not combine
+    with pytest.raises(ValueError, match="keys"):
+        sketchla.approx_attention(Q, K, V, keys=SortLSH() | MultiRoundLSH(), rest=None)
+    # the removed flags are rejected, not ignored
+    with pytest.raises(TypeError, match="n_rounds"):
         sketchla.hyper_attention(Q, K, V, n_rounds=3)
-    with pytest.raises(ValueError, match="heavy"):
+    with pytest.raises(TypeError, match="heavy"):
         sketchla.hyper_attention(Q, K, V, heavy=None)

@@ -7,12 +7,33 @@ from hypothesis import strategies as st
 from scipy.special import logsumexp
 
 import sketchla
-from sketchla.kde.partials import block_partial, lsh_blocks
+from sketchla.attention import (
+    ControlVariate,
+    Importance,
+    KeyIndices,
+    MultiRoundLSH,
+    SortLSH,
+    TopNorm,
+    Uniform,
+)
+from sketchla.attention._tiles import Problem
+from sketchla.attention.selectors import MaskSelection
 from sketchla.testing.attention_instances import attention_instance
 
 
 def exact_log_rowsums(Q, K):
     return logsumexp(Q.astype(np.float64) @ K.astype(np.float64).swapaxes(-1, -2), axis=-1)
+
+
+def top_norm_mask(K, k):
+    """(B, n_k) mask of the k keys of largest norm of each batch entry (ties to the lower
+    index), or None for k None."""
+    if k is None:
+        return None
+    norms = np.einsum("bnd,bnd->bn", K, K)
+    mask = np.zeros(norms.shape, dtype=bool)
+    np.put_along_axis(mask, np.argsort(-norms, axis=1, kind="stable")[:, :k], True, axis=1)
+    return mask
 
 
 @st.composite
@@ -28,7 +49,7 @@ def qk(draw, max_n=300, max_d=8):
 @given(qk(), st.integers(0, 2**16))
 def test_exact_when_one_block_holds_every_key(QK, seed):
     Q, K = QK
-    est = sketchla.approx_rowsums(Q, K, block_size=K.shape[-2], seed=seed)
+    est = sketchla.approx_rowsums(Q, K, keys=SortLSH(K.shape[-2]), rng=seed)
     np.testing.assert_allclose(est, exact_log_rowsums(Q, K), rtol=1e-12, atol=1e-12)
 
 
@@ -38,17 +59,14 @@ def test_exact_when_every_key_is_sampled_once(QK, block_size, seed, shared):
     own block are masked in the light part, so nothing is counted twice."""
     Q, K = QK
     n_k = K.shape[-2]
-    for heavy in ("sortlsh", None):
+    for keys in (SortLSH(block_size), None):
         est = sketchla.approx_rowsums(
             Q,
             K,
-            block_size=block_size,
-            sample_size=n_k,
-            replace=False,
-            heavy=heavy,
-            seed=seed,
+            keys=keys,
+            rest=Uniform(n_k, replace=False, shared=shared),
+            rng=seed,
             kappa=None,
-            shared_samples=shared,
         )
         np.testing.assert_allclose(est, exact_log_rowsums(Q, K), rtol=1e-10, atol=1e-10)
 
@@ -57,7 +75,7 @@ def test_exact_when_every_key_is_sampled_once(QK, block_size, seed, shared):
 def test_exact_when_global_keys_cover_everything(QK, seed):
     Q, K = QK
     every = np.arange(K.shape[-2])
-    est = sketchla.approx_rowsums(Q, K, block_size=7, global_keys=every, seed=seed)
+    est = sketchla.approx_rowsums(Q, K, keys=KeyIndices(every) | SortLSH(7), rng=seed)
     np.testing.assert_allclose(est, exact_log_rowsums(Q, K), rtol=1e-12, atol=1e-12)
 
 
@@ -67,12 +85,14 @@ def test_heavy_part_is_exactly_the_block_sum_and_padding_never_enters(QK, block_
     keys of its rank-aligned block, for any n (padded slots would add e^{q.k_0})."""
     Q, K = QK
     Qb, Kb = Q.reshape(-1, *Q.shape[-2:]), K.reshape(-1, *K.shape[-2:])
-    blocks = lsh_blocks(Qb, Kb, block_size, bits, seed=1)
+    prob = Problem(Qb, Kb, None, False)
+    blocks = SortLSH(block_size, bits).bind(prob, np.random.SeedSequence(1))
     exclude = None
     if g:
         exclude = np.zeros(Kb.shape[:2], dtype=bool)
         exclude[:, ::3] = True
-    heavy = block_partial(Qb, Kb, None, blocks, exclude=exclude).lse
+    member = None if exclude is None else MaskSelection(exclude).member
+    heavy = blocks.partial(prob, member, None, 256).lse
     qb, kb = blocks.query_block, blocks.key_block
     for b in range(Qb.shape[0]):
         S = Qb[b] @ Kb[b].T
@@ -82,29 +102,30 @@ def test_heavy_part_is_exactly_the_block_sum_and_padding_never_enters(QK, block_
         expected = logsumexp(np.where(member, S, -np.inf), axis=1)
         np.testing.assert_allclose(heavy[b], expected, rtol=1e-12, atol=1e-12)
     # rank alignment: block sizes differ by at most one block's padding
-    counts = np.bincount(kb[0], minlength=blocks.n_blocks)
+    counts = np.bincount(kb[0], minlength=blocks.tiles.n_tiles)
     assert counts.max() <= block_size and counts.sum() == Kb.shape[1]
-    est = sketchla.approx_rowsums(Q, K, block_size=block_size, n_bits=bits, sample_size=0, seed=1)
+    est = sketchla.approx_rowsums(Q, K, keys=SortLSH(block_size, bits), rest=None, rng=1)
     np.testing.assert_allclose(
         est.reshape(heavy.shape),
-        block_partial(Qb, Kb, None, blocks).lse,
+        blocks.partial(prob, None, None, 256).lse,
         rtol=1e-12,
         atol=1e-12,
     )
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("keys", "rest"),
     [
-        {},
-        {"light": "importance"},
-        {"global_keys": 5},
-        {"heavy": None},
-        {"shared_samples": True},
-        {"norm_aware": True},
+        (SortLSH(32, 4), Uniform(12)),
+        (SortLSH(32, 4), Importance(12, weights="pilot")),
+        (TopNorm(5) | SortLSH(32, 4), Uniform(12)),
+        (None, Uniform(12)),
+        (SortLSH(32, 4), Uniform(12, shared=True)),
+        (SortLSH(32, 4, norm_aware=True), Uniform(12)),
     ],
+    ids=["default", "importance", "top-norm", "no-heavy", "shared", "norm-aware"],
 )
-def test_unbiased_in_the_linear_domain(kwargs):
+def test_unbiased_in_the_linear_domain(keys, rest):
     """Without the clamp, E[D~_ii] = D_ii. Mean of D~/D over 300 seeds for 40 rows: every
     row's z-score within 4.5 (tolerated failure per row ~7e-6 under normality; seeds fixed)."""
     rng = np.random.default_rng(0)
@@ -114,12 +135,7 @@ def test_unbiased_in_the_linear_domain(kwargs):
     exact = exact_log_rowsums(Q, K)
     ratios = np.array(
         [
-            np.exp(
-                sketchla.approx_rowsums(
-                    Q, K, block_size=32, sample_size=12, n_bits=4, seed=s, kappa=None, **kwargs
-                )
-                - exact
-            )
+            np.exp(sketchla.approx_rowsums(Q, K, keys=keys, rest=rest, rng=s, kappa=None) - exact)
             for s in range(300)
         ]
     )
@@ -132,7 +148,7 @@ def test_stderr_matches_the_spread_over_seeds():
     Q, K = 0.3 * rng.standard_normal((30, 8)), rng.standard_normal((600, 8))
     runs = [
         sketchla.approx_rowsums(
-            Q, K, block_size=64, sample_size=64, seed=s, kappa=None, return_stderr=True
+            Q, K, keys=SortLSH(64), rest=Uniform(64), rng=s, kappa=None, return_stderr=True
         )
         for s in range(200)
     ]
@@ -141,18 +157,18 @@ def test_stderr_matches_the_spread_over_seeds():
     observed = est.std(axis=0)
     assert np.all(reported > 0)
     np.testing.assert_allclose(reported / observed, 1.0, atol=0.3)
-    _, se = sketchla.approx_rowsums(Q, K, block_size=600, return_stderr=True)
+    _, se = sketchla.approx_rowsums(Q, K, keys=SortLSH(600), rng=0, return_stderr=True)
     assert np.all(se == 0)
 
 
 def test_clamp_only_raises_light_estimates():
     Q, K, _ = attention_instance("planted", 512, 16, seed=0)
     Q = Q / 4
-    free = sketchla.approx_rowsums(Q, K, seed=3, kappa=None)
+    free = sketchla.approx_rowsums(Q, K, rng=3, kappa=None)
     for kappa in (1.0, 16.0, 1e6):
-        clamped = sketchla.approx_rowsums(Q, K, seed=3, kappa=kappa)
+        clamped = sketchla.approx_rowsums(Q, K, rng=3, kappa=kappa)
         assert np.all(clamped >= free - 1e-12)
-    assert np.allclose(sketchla.approx_rowsums(Q, K, seed=3, kappa=1e30), free)
+    assert np.allclose(sketchla.approx_rowsums(Q, K, rng=3, kappa=1e30), free)
 
 
 #: median / max relative error |D~/D - 1| over 3 fixed seeds at n = 1024, d = 64, scaled
@@ -163,9 +179,9 @@ ERROR_BOUNDS = {
     "flat": ({}, 0.046, 0.08, 0.7),
     "planted": ({}, 0.09, 0.15, 15.0),
     "sink": ({}, 0.23, 0.35, 3.5),
-    "sink+importance": ({"light": "importance"}, 0.049, 0.08, 0.6),
+    "sink+importance": ({"rest": Importance(256, weights="pilot")}, 0.049, 0.08, 0.6),
     "large_norm": ({}, 0.131, 0.2, 4.5),
-    "large_norm+top-norm keys": ({"global_keys": 16}, 0.024, 0.04, 0.4),
+    "large_norm+top-norm keys": ({"keys": TopNorm(16) | SortLSH()}, 0.024, 0.04, 0.4),
 }
 
 
@@ -177,7 +193,7 @@ def test_relative_error_on_attention_instances(case, capsys):
         Q, K, _ = attention_instance(case.split("+")[0], 1024, 64, seed=seed)
         Q = Q / 8  # the attention scale 1/sqrt(d)
         rel = np.abs(
-            np.expm1(sketchla.approx_rowsums(Q, K, seed=seed, **kwargs) - exact_log_rowsums(Q, K))
+            np.expm1(sketchla.approx_rowsums(Q, K, rng=seed, **kwargs) - exact_log_rowsums(Q, K))
         )
         medians.append(np.median(rel))
         maxima.append(rel.max())
@@ -197,19 +213,24 @@ def test_huge_logits_and_ragged_sizes_stay_finite(dtype):
     K = rng.standard_normal((1001, 8)).astype(dtype)
     Q *= dtype(1e4 / np.abs(Q @ K.T).max())
     exact = exact_log_rowsums(Q, K)
-    for kwargs in ({}, {"light": "importance"}, {"global_keys": 3}, {"kappa": 16.0}):
+    for keys, rest, kwargs in (
+        (SortLSH(100), Uniform(50), {}),
+        (SortLSH(100), Importance(50, weights="pilot"), {}),
+        (TopNorm(3) | SortLSH(100), Uniform(50), {}),
+        (SortLSH(100), Uniform(50), {"kappa": 16.0}),
+    ):
         est, se = sketchla.approx_rowsums(
-            Q, K, block_size=100, sample_size=50, return_stderr=True, **kwargs
+            Q, K, keys=keys, rest=rest, rng=0, return_stderr=True, **kwargs
         )
         assert est.dtype == dtype and np.all(np.isfinite(est)) and np.all(np.isfinite(se))
         # samples only add non-negative terms to the exact heavy part, each weighted by at
         # most 2 n / m, so  heavy <= est <= log(D (1 + 2 n))
-        heavy = sketchla.approx_rowsums(Q, K, block_size=100, sample_size=0, **kwargs)
+        heavy = sketchla.approx_rowsums(Q, K, keys=keys, rest=None, rng=0, **kwargs)
         tol = 1e-3 * np.abs(exact)
         assert np.all(est >= heavy - tol)
         if "kappa" not in kwargs:  # the clamp may raise rows above D (see kappa)
             assert np.all(est <= exact + np.log(1 + 2 * 1001) + tol)
-    full = sketchla.approx_rowsums(Q, K, block_size=2000)
+    full = sketchla.approx_rowsums(Q, K, keys=SortLSH(2000), rng=0)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(full, exact, rtol=rtol)
 
@@ -219,23 +240,23 @@ def test_rowsums_bad_input():
     with pytest.raises(ValueError, match="K"):
         sketchla.approx_rowsums(Q, np.ones((7, 4)))
     with pytest.raises(ValueError, match="n_bits"):
-        sketchla.approx_rowsums(Q, K, n_bits=0)
+        sketchla.approx_rowsums(Q, K, keys=SortLSH(n_bits=0))
     with pytest.raises(ValueError, match="n_bits"):
-        sketchla.approx_rowsums(Q, K, n_bits=65)
+        sketchla.approx_rowsums(Q, K, keys=SortLSH(n_bits=65))
     with pytest.raises(ValueError, match="sample_size"):
-        sketchla.approx_rowsums(Q, K, sample_size=-1)
+        sketchla.approx_rowsums(Q, K, rest=Uniform(-1))
     with pytest.raises(ValueError, match="block_size"):
-        sketchla.approx_rowsums(Q, K, block_size=0)
+        sketchla.approx_rowsums(Q, K, keys=SortLSH(0))
     bad = Q.copy()
     bad[1, 1] = np.nan
     with pytest.raises(ValueError, match="Q contains NaN"):
         sketchla.approx_rowsums(bad, K)
-    with pytest.raises(ValueError, match="light"):
-        sketchla.approx_rowsums(Q, K, light="kde")
-    with pytest.raises(ValueError, match="global_keys"):
-        sketchla.approx_rowsums(Q, K, global_keys=np.array([7]))
+    with pytest.raises(ValueError, match="weights"):
+        sketchla.approx_rowsums(Q, K, rest=Importance(weights="kde"))
+    with pytest.raises(ValueError, match="indices"):
+        sketchla.approx_rowsums(Q, K, keys=KeyIndices(np.array([7])) | SortLSH())
     with pytest.raises(ValueError, match="replace"):
-        sketchla.approx_rowsums(Q, K, block_size=2, sample_size=8, replace=False)
+        sketchla.approx_rowsums(Q, K, keys=SortLSH(2), rest=Uniform(8, replace=False))
     with pytest.raises(ValueError, match="kappa"):
         sketchla.approx_rowsums(Q, K, kappa=0.0)
 
@@ -254,7 +275,7 @@ def _matrices(seed=0):
 def test_approx_matmul_unbiased(probs):
     """Mean over 2000 seeds within 4.5 standard errors of A @ B, entrywise (fixed seeds)."""
     A, B = _matrices()
-    ests = np.array([sketchla.approx_matmul(A, B, 10, seed=s, probs=probs) for s in range(2000)])
+    ests = np.array([sketchla.approx_matmul(A, B, 10, rng=s, probs=probs) for s in range(2000)])
     z = (ests.mean(axis=0) - A @ B) / (ests.std(axis=0, ddof=1) / np.sqrt(len(ests)))
     assert np.all(np.abs(z) < 4.5)
 
@@ -265,14 +286,14 @@ def test_approx_matmul_frobenius_error_within_the_theorem():
     (chi-square-like spread; seeds fixed) and stay below the bound."""
     A, B = _matrices(1)
     m = 16
-    errs = [np.sum((A @ B - sketchla.approx_matmul(A, B, m, seed=s)) ** 2) for s in range(1000)]
+    errs = [np.sum((A @ B - sketchla.approx_matmul(A, B, m, rng=s)) ** 2) for s in range(1000)]
     col = np.linalg.norm(A, axis=0) * np.linalg.norm(B, axis=1)
     expected = (col.sum() ** 2 - np.sum((A @ B) ** 2)) / m
     bound = np.sum(A**2) * np.sum(B**2) / m
     assert np.mean(errs) == pytest.approx(expected, rel=0.15)
     assert np.mean(errs) <= bound
     uniform = [
-        np.sum((A @ B - sketchla.approx_matmul(A, B, m, seed=s, probs="uniform")) ** 2)
+        np.sum((A @ B - sketchla.approx_matmul(A, B, m, rng=s, probs="uniform")) ** 2)
         for s in range(300)
     ]
     assert np.mean(errs) < np.mean(uniform)  # heavy-tailed norms: the optimal p wins
@@ -282,9 +303,9 @@ def test_approx_matmul_frobenius_error_within_the_theorem():
 def test_approx_matmul_exact_without_replacement_at_full_size(p, n, q, seed):
     rng = np.random.default_rng(seed)
     A, B = rng.standard_normal((p, n)), rng.standard_normal((n, q))
-    est = sketchla.approx_matmul(A, B, n, seed=seed, probs="uniform", replace=False)
+    est = sketchla.approx_matmul(A, B, n, rng=seed, probs="uniform", replace=False)
     np.testing.assert_allclose(est, A @ B, atol=1e-12 * n)
-    v = sketchla.approx_matmul(A, B[:, 0], n, seed=seed, probs="uniform", replace=False)
+    v = sketchla.approx_matmul(A, B[:, 0], n, rng=seed, probs="uniform", replace=False)
     assert v.shape == (p,)
 
 
@@ -292,7 +313,7 @@ def test_approx_matmul_zero_probability_pairs_are_harmless():
     A, B = _matrices(2)
     B[::2] = 0.0  # half the rows of B vanish: p_k = 0 there, and so does A_k B_k
     for probs in ("rownorm", "b_rownorm"):
-        ests = [sketchla.approx_matmul(A, B, 80, seed=s, probs=probs) for s in range(50)]
+        ests = [sketchla.approx_matmul(A, B, 80, rng=s, probs=probs) for s in range(50)]
         assert np.all(np.isfinite(ests))
     assert np.allclose(sketchla.approx_matmul(np.zeros((2, 5)), np.zeros((5, 3)), 4), 0)
 
@@ -320,7 +341,7 @@ def test_approx_matmul_bad_input():
 
 
 # ------------------------------------------------------------------------------------------
-# heavy="multiround": T rounds of code-aligned SimHash windows + per-query light samples
+# keys=MultiRoundLSH(): T rounds of code-aligned SimHash windows + per-query light samples
 # ------------------------------------------------------------------------------------------
 def multiround_reference(Q, K, b, T, r, m, seed, exclude=None, draws=False):
     """Plain float64 numpy re-derivation of the multi-round candidate sets and light samples
@@ -375,8 +396,10 @@ def test_multiround_exact_when_windows_or_samples_cover_every_key(QK, rounds, se
     n_k: every key is drawn once with weight 1, candidates masked. Both give log D exactly."""
     Q, K = QK
     n_k = K.shape[-2]
-    kw = {"block_size": n_k} if by_windows else {"block_size": 3, "sample_size": n_k + 5}
-    est = sketchla.approx_rowsums(Q, K, heavy="multiround", n_rounds=rounds, seed=seed, **kw)
+    b, m = (n_k, 256) if by_windows else (3, n_k + 5)
+    est = sketchla.approx_rowsums(
+        Q, K, keys=MultiRoundLSH(b, rounds), rest=Uniform(m, replace=False), rng=seed
+    )
     np.testing.assert_allclose(est, exact_log_rowsums(Q, K), rtol=1e-12, atol=1e-12)
 
 
@@ -385,13 +408,12 @@ def test_multiround_candidates_are_deduplicated_and_match_a_float64_reference(gl
     """The kernels' heavy and light partials equal a plain-numpy float64 recomputation of the
     same candidate sets (union over rounds, each key once) and samples; the instance has keys
     found in several rounds, so counting them twice would show."""
-    from sketchla.kde.multiround import multiround_partials
-    from sketchla.kde.partials import global_mask
+    from sketchla.attention.multiround import multiround_partials
 
     rng = np.random.default_rng(5)
     Q, K = rng.standard_normal((2, 400, 6))
     b, T, r, m = 8, 6, 5, 40
-    G = global_mask(K[None], global_keys)
+    G = top_norm_mask(K[None], global_keys)
     heavy, light = multiround_partials(
         Q[None],
         K[None],
@@ -410,7 +432,7 @@ def test_multiround_candidates_are_deduplicated_and_match_a_float64_reference(gl
     np.testing.assert_allclose(light.lse[0], l_ref, rtol=1e-12, atol=1e-12)
 
 
-def assert_unbiased_over_seeds(instance_seed, **kwargs):
+def assert_unbiased_over_seeds(instance_seed, keys, rest):
     """Over 400 fixed seeds, for each of 12 rows of a fixed instance, |mean of D~ - D| <= 5
     standard errors of the mean; for a normal mean each row fails with probability 6e-7 (the
     sums of 400 bounded terms are close to normal), so an unbiased estimator fails with
@@ -418,7 +440,7 @@ def assert_unbiased_over_seeds(instance_seed, **kwargs):
     rng = np.random.default_rng(instance_seed)
     Q, K = rng.standard_normal((12, 8)) * 0.7, rng.standard_normal((300, 8))
     exact = np.exp(exact_log_rowsums(Q, K))
-    est = np.exp([sketchla.approx_rowsums(Q, K, seed=s, **kwargs) for s in range(400)])
+    est = np.exp([sketchla.approx_rowsums(Q, K, keys=keys, rest=rest, rng=s) for s in range(400)])
     se = est.std(axis=0, ddof=1) / np.sqrt(len(est))
     assert np.all(se > 0)
     assert np.all(np.abs(est.mean(axis=0) - exact) <= 5 * se)
@@ -429,7 +451,7 @@ def test_multiround_light_part_is_unbiased():
     each of 12 rows |mean - D| <= 5 standard errors of the mean; for a normal mean each row
     fails with probability 6e-7 (the sums of 400 bounded terms are close to normal), so the
     test fails with probability < 1e-5 for a correct estimator."""
-    assert_unbiased_over_seeds(11, heavy="multiround", block_size=4, n_rounds=3, sample_size=16)
+    assert_unbiased_over_seeds(11, MultiRoundLSH(4, 3), Uniform(16, replace=False))
 
 
 def test_multiround_needle_hit_rate_grows_with_rounds():
@@ -449,22 +471,27 @@ def test_multiround_needle_hit_rate_grows_with_rounds():
 
 def test_multiround_bad_input():
     Q = K = np.ones((8, 4))
-    for kw, name in (
-        ({"n_rounds": 0}, "n_rounds"),
-        ({"n_bits": 25}, "n_bits"),
-        ({"block_size": 0}, "block_size"),
-        ({"light": "importance"}, "multiround"),
-        ({"kappa": 4.0}, "multiround"),
-        ({"shared_samples": True}, "multiround"),
+    rest = Uniform(256, replace=False)
+    for make, name in (
+        (lambda: MultiRoundLSH(n_rounds=0), "n_rounds"),
+        (lambda: MultiRoundLSH(n_bits=25), "n_bits"),
+        (lambda: MultiRoundLSH(block_size=0), "block_size"),
     ):
         with pytest.raises(ValueError, match=name):
-            sketchla.approx_rowsums(Q, K, heavy="multiround", **kw)
+            sketchla.approx_rowsums(Q, K, keys=make(), rest=rest)
+    for kw, name in (
+        ({"rest": Importance(256, weights="pilot")}, "rest"),
+        ({"rest": rest, "kappa": 4.0}, "kappa"),
+        ({"rest": Uniform(256, replace=False, shared=True)}, "rest"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            sketchla.approx_rowsums(Q, K, keys=MultiRoundLSH(), **kw)
     with pytest.raises(TypeError, match="n_rounds"):
-        sketchla.approx_rowsums(Q, K, heavy="multiround", n_rounds=2.5)
-    with pytest.raises(ValueError, match="n_rounds"):
-        sketchla.approx_rowsums(Q, K, n_rounds=2)  # sortlsh has one round
-    with pytest.raises(ValueError, match="heavy"):
-        sketchla.approx_rowsums(Q, K, heavy="rounds")
+        sketchla.approx_rowsums(Q, K, keys=MultiRoundLSH(n_rounds=2.5), rest=rest)
+    with pytest.raises(ValueError, match="keys"):  # sortlsh has one round
+        sketchla.approx_rowsums(Q, K, keys=SortLSH() | MultiRoundLSH(n_rounds=2), rest=rest)
+    with pytest.raises(TypeError, match="keys"):
+        sketchla.approx_rowsums(Q, K, keys="rounds")
 
 
 # ------------------------------------------------------------------------------------------
@@ -501,7 +528,7 @@ def _apply_exp_nonpositive(x):
 
 @given(qk(max_n=60), st.sampled_from([1e-3, 1.0, 1e3]))
 def test_logit_standardisation_matches_the_dense_logits(QK, scale):
-    from sketchla.kde.control import logit_standardisation
+    from sketchla.attention.control import logit_standardisation
 
     Q, K = QK
     Q, K = Q.reshape(-1, Q.shape[-1]) * scale, K.reshape(-1, K.shape[-1])
@@ -520,9 +547,9 @@ def test_control_variate_exact_when_windows_or_samples_cover_every_key(QK, round
     leaves no light key at all."""
     Q, K = QK
     n_k = K.shape[-2]
-    kw = {"block_size": n_k} if full else {"block_size": 3, "sample_size": n_k + 5}
+    b, m = (n_k, 256) if full else (3, n_k + 5)
     est = sketchla.approx_rowsums(
-        Q, K, heavy="multiround", n_rounds=rounds, seed=seed, control="quadratic", **kw
+        Q, K, keys=MultiRoundLSH(b, rounds), rest=ControlVariate(m, replace=False), rng=seed
     )
     np.testing.assert_allclose(est, exact_log_rowsums(Q, K), rtol=1e-10, atol=1e-10)
 
@@ -532,25 +559,15 @@ def test_control_variate_matches_a_float64_reference(global_keys):
     """The kernels' moments and the cross-fitted estimate equal a direct float64 computation
     from the definition (least squares on each half's kept draws, the fit summed over the
     light keys, the held-out residuals weighted (n - m_h) / m_o), from the same draws."""
-    from sketchla.kde.partials import global_mask
-
     rng = np.random.default_rng(8)
     Q, K = rng.standard_normal((40, 6)) * 0.6, rng.standard_normal((500, 6))
     b, T, r, m = 8, 4, 6, 64
-    G = global_mask(K[None], global_keys)
+    G = top_norm_mask(K[None], global_keys)
     ex = np.zeros(500, bool) if G is None else G[0]
-    est = sketchla.approx_rowsums(
-        Q,
-        K,
-        heavy="multiround",
-        block_size=b,
-        n_rounds=T,
-        n_bits=r,
-        sample_size=m,
-        seed=2,
-        global_keys=global_keys,
-        control="quadratic",
-    )
+    keys = MultiRoundLSH(b, T, r)
+    if global_keys is not None:
+        keys = TopNorm(global_keys) | keys
+    est = sketchla.approx_rowsums(Q, K, keys=keys, rest=ControlVariate(m, replace=False), rng=2)
     sets, _, _, drawn = multiround_reference(Q, K, b, T, r, m, 2, ex, draws=True)
     S = Q @ K.T
     z = (S - S.mean(axis=1, keepdims=True)) / S.std(axis=1, keepdims=True)
@@ -578,9 +595,7 @@ def test_control_variate_is_unbiased():
     is independent of the half it corrects). Same instance, seeds and 5-standard-error rule as
     test_multiround_light_part_is_unbiased (failure probability < 1e-5 for a correct
     estimator); every row here has enough draws in each half for the fit."""
-    assert_unbiased_over_seeds(
-        11, heavy="multiround", block_size=4, n_rounds=3, sample_size=32, control="quadratic"
-    )
+    assert_unbiased_over_seeds(11, MultiRoundLSH(4, 3), ControlVariate(32, replace=False))
 
 
 @pytest.mark.parametrize("kind, at_most", [("flat", 0.5), ("planted", 0.9)])
@@ -592,11 +607,14 @@ def test_control_variate_lowers_the_error(kind, at_most):
     Q, K, _ = attention_instance(kind, 2048, 16, d_v=1, seed=0)
     Q = Q / 4
     exact = exact_log_rowsums(Q, K)
-    kw = dict(heavy="multiround", block_size=8, n_rounds=8, sample_size=128)
+    keys = MultiRoundLSH(8, 8)
     med = {}
-    for control in (None, "quadratic"):
+    for control, rest in (
+        (None, Uniform(128, replace=False)),
+        ("quadratic", ControlVariate(128, replace=False)),
+    ):
         errs = [
-            np.abs(np.expm1(sketchla.approx_rowsums(Q, K, seed=s, control=control, **kw) - exact))
+            np.abs(np.expm1(sketchla.approx_rowsums(Q, K, keys=keys, rest=rest, rng=s) - exact))
             for s in range(3)
         ]
         med[control] = np.median(errs)
@@ -614,12 +632,9 @@ def test_control_variate_stderr_matches_the_spread_over_seeds():
         est, se = sketchla.approx_rowsums(
             Q,
             K,
-            heavy="multiround",
-            block_size=8,
-            n_rounds=4,
-            sample_size=64,
-            seed=s,
-            control="quadratic",
+            keys=MultiRoundLSH(8, 4),
+            rest=ControlVariate(64, replace=False),
+            rng=s,
             return_stderr=True,
         )
         errs.append(est - exact)
@@ -639,17 +654,13 @@ def test_control_variate_large_logits(dtype):
     est, se = sketchla.approx_rowsums(
         Q,
         K,
-        heavy="multiround",
-        block_size=16,
-        n_rounds=4,
-        sample_size=64,
-        control="quadratic",
+        keys=MultiRoundLSH(16, 4),
+        rest=ControlVariate(64, replace=False),
+        rng=0,
         return_stderr=True,
     )
     assert est.dtype == dtype and np.all(np.isfinite(est)) and np.all(np.isfinite(se))
-    heavy = sketchla.approx_rowsums(
-        Q, K, heavy="multiround", block_size=16, n_rounds=4, sample_size=0
-    )
+    heavy = sketchla.approx_rowsums(Q, K, keys=MultiRoundLSH(16, 4), rest=None, rng=0)
     assert np.all(est >= heavy - 1e-3 * np.abs(exact))
 
 
@@ -660,39 +671,32 @@ def test_control_variate_is_exact_for_rows_of_equal_logits():
     rng = np.random.default_rng(4)
     Q, K = rng.standard_normal((30, 5)), rng.standard_normal((700, 5))
     Q[::3] = 0.0
-    kw = dict(heavy="multiround", block_size=8, n_rounds=3, sample_size=64, seed=1)
-    est = sketchla.approx_rowsums(Q, K, control="quadratic", **kw)
+    kw = dict(keys=MultiRoundLSH(8, 3), rng=1)
+    est = sketchla.approx_rowsums(Q, K, rest=ControlVariate(64, replace=False), **kw)
     np.testing.assert_allclose(est[::3], np.log(700), rtol=1e-13)
-    plain = sketchla.approx_rowsums(Q, K, **kw)
+    plain = sketchla.approx_rowsums(Q, K, rest=Uniform(64, replace=False), **kw)
     assert np.abs(plain[::3] - np.log(700)).max() > 1e-3
 
 
 def test_control_variate_bad_input():
-    Q = K = np.ones((8, 4))
-    with pytest.raises(ValueError, match="control"):
-        sketchla.approx_rowsums(Q, K, heavy="multiround", control="cubic")
-    with pytest.raises(ValueError, match="control"):
-        sketchla.approx_rowsums(Q, K, control="quadratic", light="importance")
-    with pytest.raises(ValueError, match="control"):
-        sketchla.approx_rowsums(Q, K, control="quadratic", kappa=4.0)
+    Q = K = V = np.ones((8, 4))
+    with pytest.raises(TypeError, match="control"):  # the removed flag is rejected
+        sketchla.approx_rowsums(Q, K, control="cubic")
+    with pytest.raises(ValueError, match="rest"):  # row sums only: no values
+        sketchla.approx_attention(Q, K, V, keys=SortLSH(), rest=ControlVariate())
+    with pytest.raises(ValueError, match="kappa"):
+        sketchla.approx_rowsums(Q, K, rest=ControlVariate(), kappa=4.0)
 
 
-@given(qk(), st.integers(1, 64), st.integers(0, 2**16), st.booleans())
-def test_sortlsh_control_variate_exact_when_every_key_is_drawn(QK, block_size, seed, shared):
+@given(qk(), st.integers(1, 64), st.integers(0, 2**16))
+def test_sortlsh_control_variate_exact_when_every_key_is_drawn(QK, block_size, seed):
     """Default heavy part, ``replace=False`` and m = n_k: each block's draws are every key
     once, the halves partition them and the held-out weight is 1, so the cross-fitted
     estimate is exact."""
     Q, K = QK
     n_k = K.shape[-2]
     est = sketchla.approx_rowsums(
-        Q,
-        K,
-        block_size=block_size,
-        sample_size=n_k,
-        replace=False,
-        seed=seed,
-        shared_samples=shared,
-        control="quadratic",
+        Q, K, keys=SortLSH(block_size), rest=ControlVariate(n_k, replace=False), rng=seed
     )
     np.testing.assert_allclose(est, exact_log_rowsums(Q, K), rtol=1e-10, atol=1e-10)
 
@@ -702,9 +706,7 @@ def test_sortlsh_control_variate_is_unbiased(replace):
     """Default heavy part (sortLSH blocks), with and without replacement: the mean over 400
     fixed seeds of D~ is within 5 standard errors of D for each of 12 rows (failure
     probability < 1e-5 for an unbiased estimator, as in the multiround test)."""
-    assert_unbiased_over_seeds(
-        12, block_size=16, sample_size=48, replace=replace, control="quadratic"
-    )
+    assert_unbiased_over_seeds(12, SortLSH(16), ControlVariate(48, replace=replace))
 
 
 def test_sortlsh_control_variate_lowers_the_error_at_the_defaults():
@@ -716,16 +718,16 @@ def test_sortlsh_control_variate_lowers_the_error_at_the_defaults():
     Q = Q / 4
     exact = exact_log_rowsums(Q, K)
     med = {}
-    for control in (None, "quadratic"):
+    for control, rest in ((None, Uniform(256)), ("quadratic", ControlVariate(256))):
         errs = [
-            np.abs(np.expm1(sketchla.approx_rowsums(Q, K, seed=s, control=control) - exact))
+            np.abs(np.expm1(sketchla.approx_rowsums(Q, K, rest=rest, rng=s) - exact))
             for s in range(3)
         ]
         med[control] = np.median(errs)
     assert med["quadratic"] <= 0.5 * med[None], med
     errs, ses = [], []
     for s in range(20):
-        est, se = sketchla.approx_rowsums(Q, K, seed=s, control="quadratic", return_stderr=True)
+        est, se = sketchla.approx_rowsums(Q, K, rest=ControlVariate(256), rng=s, return_stderr=True)
         errs.append(est - exact)
         ses.append(se)
     ratio = np.sqrt(np.mean(np.square(errs))) / np.sqrt(np.mean(np.square(ses)))
@@ -734,14 +736,18 @@ def test_sortlsh_control_variate_lowers_the_error_at_the_defaults():
 
 _DETERMINISM_SCRIPT = """
 import hashlib, numpy as np, sketchla
+from sketchla.attention import ControlVariate, MultiRoundLSH, TopNorm, Uniform
 rng = np.random.default_rng(0)
 Q, K, V = rng.standard_normal((3, 2048, 16)).astype(np.float32)
 h = hashlib.sha256()
-kw = dict(heavy="multiround", block_size=16, n_rounds=32, sample_size=64, seed=4)
-for a in (sketchla.approx_rowsums(Q, K, return_stderr=True, **kw),
-          sketchla.approx_rowsums(Q, K, return_stderr=True, control="quadratic", **kw),
-          sketchla.approx_rowsums(Q, K, return_stderr=True, control="quadratic", seed=4),
-          sketchla.hyper_attention(Q, K, V, return_lse=True, global_keys=3, **kw)):
+mr = MultiRoundLSH(16, 32)
+for a in (sketchla.approx_rowsums(Q, K, return_stderr=True, keys=mr,
+                                  rest=Uniform(64, replace=False), rng=4),
+          sketchla.approx_rowsums(Q, K, return_stderr=True, keys=mr,
+                                  rest=ControlVariate(64, replace=False), rng=4),
+          sketchla.approx_rowsums(Q, K, return_stderr=True, rest=ControlVariate(256), rng=4),
+          sketchla.approx_attention(Q, K, V, return_lse=True, keys=TopNorm(3) | mr,
+                                    rest=Uniform(64, replace=False), rng=4)):
     for x in a:
         h.update(np.ascontiguousarray(x).tobytes())
 print(h.hexdigest())

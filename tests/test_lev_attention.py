@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import softmax
 
-from sketchla import attention, lev_attention, leverage_scores, sensitivity_bounds
+from sketchla import exact_attention, lev_attention, leverage_scores, sensitivity_bounds
 from sketchla.attention.lev import lev_key_set
 from sketchla.testing.attention_instances import attention_instance
 
@@ -72,7 +72,7 @@ def poly_problems(draw):
 @given(poly_problems())
 def test_poly_guarantee_random_queries(problem):
     Q, K, V, kernel, (eps, k), window, causal = problem
-    out = lev_attention(Q, K, V, eps, k, window, kernel, causal)
+    out = lev_attention(Q, K, V, eps=eps, k=k, local_window=window, kernel=kernel, causal=causal)
     keys = lev_key_set(K, eps, k, kernel, causal)
     kept = kept_mask(len(Q), len(K), keys, window, causal)
     W = dense_weights(Q, K, kernel, causal)
@@ -150,7 +150,7 @@ def test_all_keys_equal_exact_attention(problem):
     Q, K, V, causal, extra = problem
     n_k = K.shape[-2]
     out = lev_attention(Q, K, V, k=n_k + extra, causal=causal)
-    ref = attention(Q, K, V, causal=causal)
+    ref = exact_attention(Q, K, V, causal=causal)
     assert out.dtype == Q.dtype and out.shape == ref.shape
     np.testing.assert_allclose(out, ref, atol=1e-12 if Q.dtype == np.float64 else 1e-5)
     if K.ndim == 2:
@@ -215,13 +215,13 @@ def test_top_k_keeps_the_k_highest_scores_and_batches_per_head():
     out = lev_attention(Q, K, V, k=10)
     for h in (0, 1):
         sel = lev_key_set(K[h], k=10)
-        np.testing.assert_allclose(out[h], attention(Q[h], K[h, sel], V[h, sel]), atol=1e-12)
+        np.testing.assert_allclose(out[h], exact_attention(Q[h], K[h, sel], V[h, sel]), atol=1e-12)
 
 
 def test_sketched_scores_are_seeded():
     Q, K, V = attention_instance("large_norm", 400, 8, seed=17)
-    a = lev_attention(Q, K, V, k=40, score_method="sketch", seed=3)
-    b = lev_attention(Q, K, V, k=40, score_method="sketch", seed=3)
+    a = lev_attention(Q, K, V, k=40, score_method="sketch", rng=3)
+    b = lev_attention(Q, K, V, k=40, score_method="sketch", rng=3)
     np.testing.assert_array_equal(a, b)
 
 
@@ -280,19 +280,19 @@ def test_overflowing_logits_raise_instead_of_zero_rows(kernel, n_q):
 
 
 @given(
-    block_q=st.integers(1, 300),
+    tile=st.integers(1, 300),
     local_window=st.integers(0, 40),
     causal=st.booleans(),
     kernel=st.sampled_from(["softmax", ("poly", 2)]),
 )
-def test_block_q_does_not_change_the_output(block_q, local_window, causal, kernel):
-    """block_q (default 1024, or 256 with a window) is a speed knob: every block size gives
-    the same output to rounding."""
+def test_tile_does_not_change_the_output(tile, local_window, causal, kernel):
+    """tile (queries per tile, default 256) is a speed knob: every tile size gives the same
+    output to rounding."""
     Q, K, V = attention_instance("planted", 257, 8, seed=3)
     ref = lev_attention(
-        Q, K, V, eps=0.1, local_window=local_window, causal=causal, kernel=kernel, block_q=257
+        Q, K, V, eps=0.1, local_window=local_window, causal=causal, kernel=kernel, tile=257
     )
     out = lev_attention(
-        Q, K, V, eps=0.1, local_window=local_window, causal=causal, kernel=kernel, block_q=block_q
+        Q, K, V, eps=0.1, local_window=local_window, causal=causal, kernel=kernel, tile=tile
     )
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)

@@ -1,6 +1,6 @@
 """Numerical robustness: large logits, float16 inputs, ill-conditioned and rank-deficient keys.
 
-Already covered elsewhere (not repeated): exact ``attention`` against a float64 log-sum-exp
+Already covered elsewhere (not repeated): ``exact_attention`` against a float64 log-sum-exp
 reference at logits of +-1e4 (tests/test_attention_exact.py), ``approx_rowsums`` at +-1e4
 (tests/test_kde.py), finiteness of ``hyper_attention`` at +-1e4 (tests/test_hyper_attention.py),
 random rank-deficient keys (tests/test_scores.py).
@@ -22,6 +22,7 @@ import pytest
 from scipy.special import logsumexp, softmax
 
 import sketchla
+from sketchla.attention import Importance, SortLSH, Uniform
 
 
 def reference(Q, K, V, scale=None, causal=False):
@@ -69,13 +70,21 @@ def test_hyper_attention_with_logits_of_1e4_equals_reference_when_exact(causal):
     Q, K, V = large_logit_problem(n=130)
     ref, ref_lse = reference(Q, K, V, causal=causal)
     out, lse = sketchla.hyper_attention(
-        Q, K, V, causal=causal, block_size=256, min_seq_len=256, return_lse=True
+        Q, K, V, causal=causal, block_size=256, min_seq_len=256, return_lse=True, rng=0
     )
     np.testing.assert_allclose(lse, ref_lse, rtol=1e-9)
     np.testing.assert_allclose(out, ref, atol=1e-9 * np.abs(V).max())
     # the approximate regime (several blocks, sampling, causal recursion) stays finite
     out, lse = sketchla.hyper_attention(
-        Q, K, V, causal=causal, block_size=16, sample_size=8, min_seq_len=32, return_lse=True
+        Q,
+        K,
+        V,
+        causal=causal,
+        block_size=16,
+        sample_size=8,
+        min_seq_len=32,
+        return_lse=True,
+        rng=0,
     )
     assert np.isfinite(out).all() and np.isfinite(lse).all()
     # sampled logsumexp estimates never fall below the heavy part nor far above the total
@@ -92,9 +101,11 @@ def test_approx_rowsums_with_logits_of_minus_1e4_only():
     S = Q @ K.T
     assert S.max() <= 0 and S.min() < -1e3
     exact = logsumexp(S, axis=1)
-    est = sketchla.approx_rowsums(Q, K, block_size=128)
+    est = sketchla.approx_rowsums(Q, K, keys=SortLSH(128), rng=0)
     np.testing.assert_allclose(est, exact, rtol=1e-12)
-    est = sketchla.approx_rowsums(Q, K, block_size=8, sample_size=16, light="importance")
+    est = sketchla.approx_rowsums(
+        Q, K, keys=SortLSH(8), rest=Importance(16, weights="pilot"), rng=0
+    )
     assert np.isfinite(est).all()
 
 
@@ -121,14 +132,14 @@ def test_float16_attention_and_hyper_within_tolerance_of_float64(causal):
     np.testing.assert_allclose(lse, ref_lse, atol=tol_lse)
     # exact regime of hyper_attention, float16 in, float32 out
     out, lse = sketchla.hyper_attention(
-        Q, K, V, causal=causal, block_size=128, min_seq_len=128, return_lse=True
+        Q, K, V, causal=causal, block_size=128, min_seq_len=128, return_lse=True, rng=0
     )
     assert out.dtype == lse.dtype == np.float32
     np.testing.assert_allclose(out, ref, atol=tol_out)
     np.testing.assert_allclose(lse, ref_lse, atol=tol_lse)
     # approximate regime: float32 result of the same seed close to the float64 run on the
     # same values unless a hash bit flipped (then a different but valid estimate): finite
-    approx = sketchla.hyper_attention(Q, K, V, causal=causal, block_size=16, sample_size=16)
+    approx = sketchla.hyper_attention(Q, K, V, causal=causal, block_size=16, sample_size=16, rng=0)
     assert approx.dtype == np.float32 and np.isfinite(approx).all()
 
 
@@ -149,12 +160,12 @@ def test_float16_lev_attention_within_tolerance_of_float64():
 def test_float16_approx_rowsums_within_tolerance_of_float64():
     Q, K, _ = half_problem()
     exact = logsumexp(Q.astype(np.float64) @ K.astype(np.float64).T, axis=1)
-    est = sketchla.approx_rowsums(Q, K, block_size=256)  # one block: exact
+    est = sketchla.approx_rowsums(Q, K, keys=SortLSH(256), rng=0)  # one block: exact
     assert est.dtype == np.float32
     np.testing.assert_allclose(est, exact, atol=1e-4 * max(1, np.abs(exact).max()))
-    est = sketchla.approx_rowsums(Q, K, block_size=16, sample_size=32, seed=3)
+    est = sketchla.approx_rowsums(Q, K, keys=SortLSH(16), rest=Uniform(32), rng=3)
     est64 = sketchla.approx_rowsums(
-        Q.astype(np.float64), K.astype(np.float64), block_size=16, sample_size=32, seed=3
+        Q.astype(np.float64), K.astype(np.float64), keys=SortLSH(16), rest=Uniform(32), rng=3
     )
     assert est.dtype == np.float32 and np.isfinite(est).all()
     # same seed, same samples: equal to float32 rounding unless a SimHash bit flipped
