@@ -16,7 +16,10 @@ property, for every call:
 Anything else (another exception type, a numba TypingError, NaN in the output, a wrong dtype
 or shape) fails. Sizes are tiny (n, d <= 12). Examples per test: 300 in CI (15 fuzz tests,
 derandomised as in the "ci" profile of ``tests/conftest.py``: 4500 examples, about 11 s).
-Run against the library before the fixes this suite led to, 300 examples failed 5 of its
+Issue 20 added ndarray subclasses (np.matrix, a user subclass), big-endian and masked input,
+concurrent calls (bit-identical results, BLAS threads restored) and failed StreamingLeverage
+updates (the stream must end where the good blocks alone lead). Run against the library
+before the fixes this suite led to, 300 examples failed 5 of its
 tests and the profile's 40 only 3; the thorough runs failed 9 (all fixed since);
 ``HYPOTHESIS_PROFILE=thorough`` runs 1000 random examples per test on demand (about 35 s).
 """
@@ -634,6 +637,7 @@ def test_every_public_callable_is_fuzzed():
         "approx_matmul",
         "approx_rowsums",
         "attention",
+        "exact_attention",  # test_attention
         "hyper_attention",
         "lev_attention",
         "leverage_scores",
@@ -653,3 +657,171 @@ def test_fuzz_generator_makes_nonfinite_inputs(kind):
     """The suite's own generator: the bad kinds really hold a bad value."""
     A = _values(np.random.default_rng(0), (3, 2), np.float32, kind)
     assert not np.isfinite(A).all()
+
+
+# -- issue 20: ndarray subclasses, byte order, concurrency, failed stream updates ---------------
+class _Tagged(np.ndarray):
+    """A user ndarray subclass that keeps its type through operations (like astropy's
+    Quantity or a memmap): must compute like the plain array."""
+
+    def __array_finalize__(self, obj):
+        self.tag = getattr(obj, "tag", "tagged")
+
+
+WRAPPERS = ("matrix", "tagged", "big-endian", "masked", "masked-nomask")
+
+
+def _wrap(A: np.ndarray, wrapper: str):
+    if wrapper == "matrix":
+        return np.matrix(A)
+    if wrapper == "tagged":
+        return A.view(_Tagged)
+    if wrapper == "big-endian":
+        return A.astype(A.dtype.newbyteorder(">"))
+    if wrapper == "masked":
+        return np.ma.masked_array(A, mask=np.zeros(A.shape, dtype=bool) | (A > 1))
+    return np.ma.masked_array(A)  # no mask at all: still rejected (explicit is better)
+
+
+#: public entry points of one (n, d) matrix argument named A or K or X
+MATRIX_CALLS = {
+    "leverage_scores": (
+        lambda A, r: sketchla.leverage_scores(A, method=r.choice(["qr", "svd"])),
+        "A",
+    ),
+    "leverage sketch": (lambda A, r: sketchla.leverage_scores(A, method="sketch", rng=1), "A"),
+    "online": (lambda A, r: sketchla.online_leverage_scores(A, ridge=1.0), "A"),
+    "lewis_weights": (lambda A, r: sketchla.lewis_weights(A, r.choice([1.0, 3.0])), "A"),
+    "sensitivity": (lambda A, r: sketchla.sensitivity_bounds(A, 3.0), "A"),
+    "universal_set": (lambda A, r: sketchla.universal_set(A, 0.3), "K"),
+    "streaming": (
+        lambda A, r: sketchla.StreamingLeverage(A.shape[1], 0.3).update(A).universal_set(),
+        "block",
+    ),
+    "SimHash.codes": (lambda A, r: sketchla.SimHash(A.shape[1], 5, rng=2).codes(A), "X"),
+    "SimHash.project": (lambda A, r: sketchla.SimHash(A.shape[1], 5, rng=2).project(A), "X"),
+    "S @ A": (lambda A, r: OPERATORS[r.choice(sorted(OPERATORS))](3, A.shape[0], rng=3) @ A, "A"),
+    "B @ S.T": (lambda A, r: A @ sketchla.CountSketch(3, A.shape[1], rng=3).T, "B"),
+    "sketch": (lambda A, r: sketchla.sketch(A, 3, kind="sparse_sign", rng=4), "A"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
+@fuzz
+@given(
+    call=st.sampled_from(sorted(MATRIX_CALLS)),
+    wrapper=st.sampled_from(WRAPPERS),
+    n=dims,
+    d=dims,
+    dtype=st.sampled_from([np.float64, np.float32]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_subclasses_and_byte_order(call, wrapper, n, d, dtype, seed):
+    """np.matrix, a user subclass and big-endian input give bit for bit the answer of the plain
+    native array (or the same error); masked arrays raise TypeError naming the argument."""
+    fn, name = MATRIX_CALLS[call]
+    A = np.random.default_rng(seed).standard_normal((n, d)).astype(dtype)
+    choice = np.random.default_rng(seed)
+    try:
+        expected = fn(A, choice)
+    except (ValueError, TypeError) as exc:
+        expected = exc
+    wrapped = _wrap(A, wrapper)
+    choice = np.random.default_rng(seed)
+    if wrapper.startswith("masked"):
+        with pytest.raises(TypeError, match=rf"{name} is a numpy masked array"):
+            fn(wrapped, choice)
+        return
+    if isinstance(expected, Exception):
+        with pytest.raises(type(expected)):
+            fn(wrapped, choice)
+        return
+    got = fn(wrapped, choice)
+    assert type(got) is type(expected), (type(got), type(expected))
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=min(FUZZ_EXAMPLES, 25))
+@given(
+    call=st.sampled_from(sorted(MATRIX_CALLS)),
+    n=st.integers(1, 60),
+    d=dims,
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_concurrent_calls(call, n, d, seed):
+    """Six threads making the same call concurrently each get the serial answer bit for bit,
+    and the process's BLAS thread count is unchanged afterwards (serial_blas is shared)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    fn, _ = MATRIX_CALLS[call]
+    A = np.random.default_rng(seed).standard_normal((n, d))
+    before = blas_threads()
+    try:
+        expected = fn(A, np.random.default_rng(seed))
+    except (ValueError, TypeError):
+        return
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: fn(A, np.random.default_rng(seed)), range(6)))
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+    assert blas_threads() == before
+
+
+BAD_BLOCKS = ("good", "good", "good", "nan", "inf", "overflow", "wrong-d", "complex", "masked")
+
+
+@fuzz
+@given(
+    d=st.integers(1, 6),
+    eps=st.floats(0.05, 1.0),
+    mode=st.sampled_from(["exact", "merge"]),
+    blocks=st.lists(
+        st.tuples(st.integers(1, 30), st.sampled_from(BAD_BLOCKS), st.integers(0, 2**32 - 1)),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_failed_stream_updates(d, eps, mode, blocks):
+    """A StreamingLeverage fed good and bad blocks (errors caught) ends exactly where one fed
+    the good blocks only does: a failed update changes nothing (issue 20, defect 3)."""
+    s = sketchla.StreamingLeverage(d, eps, mode=mode)
+    clean = sketchla.StreamingLeverage(d, eps, mode=mode)
+    good = []
+    for rows, kind, seed in blocks:
+        rng = np.random.default_rng(seed)
+        B = rng.standard_normal((rows, d)) * rng.lognormal(0, 2, (rows, 1))
+        if kind == "good":
+            s.update(B)
+            clean.update(B)
+            good.append(B)
+            continue
+        if kind == "nan":
+            B[rng.integers(rows), rng.integers(d)] = np.nan
+        elif kind == "inf":
+            B[-1, -1] = np.inf
+        elif kind == "overflow":
+            B[-1] = 1e300  # squares overflow the Gram (merge mode scales and accepts it)
+        elif kind == "wrong-d":
+            B = rng.standard_normal((rows, d + 1))
+        elif kind == "complex":
+            B = B + 1j
+        elif kind == "masked":
+            B = np.ma.masked_array(B)
+        n_seen, held = s.n_seen, s.n_candidates
+        try:
+            s.update(B)
+        except (ValueError, TypeError) as exc:
+            assert "block" in str(exc), str(exc)
+            assert (s.n_seen, s.n_candidates) == (n_seen, held)
+            continue
+        assert kind == "overflow" and mode == "merge", kind
+        clean.update(B)
+        good.append(B)
+    assert s.n_seen == clean.n_seen == sum(len(B) for B in good)
+    np.testing.assert_array_equal(s.universal_set(), clean.universal_set())
