@@ -67,8 +67,10 @@ class StreamingLeverage:
     True
     """
 
-    #: rows per inner chunk of ``update`` (keeps the filter's second pass in cache)
-    _CHUNK = 8192
+    #: rows per inner chunk of ``update``: 2048 x d float64 (1 MiB at d = 64) stays in the
+    #: per-core L2 cache between the Gram update and the filter's pass over the same rows
+    #: (8192 rows: filter 23% of the Gram's time, 2048 rows: 12%; the Gram alone is as fast)
+    _CHUNK = 2048
 
     def __init__(self, d: int, eps: float, mode: str = "exact") -> None:
         self.d = check_int(d, "d", minimum=1)
@@ -137,10 +139,19 @@ class StreamingLeverage:
 
     def _update_exact(self, block: np.ndarray) -> None:
         b = block.shape[0]
-        for lo in range(0, b, self._CHUNK):
+        with np.errstate(over="ignore", invalid="ignore"):  # bad input: reported below
+            self._update_chunks(block)
+        self.n_seen += b
+        held = (len(self._index) + self._n_pending) * (self.d * 8 + 8)
+        self.peak_bytes = max(self.peak_bytes, held + block.nbytes + self._gram.nbytes)
+        if len(self._index) + self._n_pending > 2 * self.d / self.eps:
+            self._prune()
+
+    def _update_chunks(self, block: np.ndarray) -> None:
+        """Gram update and candidate filter, chunk by chunk (``n_seen`` is not advanced)."""
+        for lo in range(0, block.shape[0], self._CHUNK):
             B = block[lo : lo + self._CHUNK]
-            with np.errstate(over="ignore", invalid="ignore"):  # bad input: reported below
-                BtB = B.T @ B  # SYRK
+            BtB = B.T @ B  # SYRK
             if not np.isfinite(np.trace(BtB)):  # NaN/inf in B (or overflow of its squares)
                 check_finite(B, "block")
                 raise ValueError("block: sum of squares overflows float64")
@@ -157,11 +168,6 @@ class StreamingLeverage:
                 self._pending_rows.append(B[keep])  # a copy
                 self._pending_index.append(keep + start)
                 self._n_pending += keep.size
-        self.n_seen += b
-        held = (len(self._index) + self._n_pending) * (self.d * 8 + 8)
-        self.peak_bytes = max(self.peak_bytes, held + block.nbytes + self._gram.nbytes)
-        if len(self._index) + self._n_pending > 2 * self.d / self.eps:
-            self._prune()
 
     def _collect(self) -> None:
         if self._pending_rows:
