@@ -8,8 +8,15 @@ the same seed gives the same operator in every call, process and thread count.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import distributed, random
-from .attention import exact_attention, hyper_attention, lev_attention, spectral_error
-from .kde import approx_matmul, approx_rowsums
+from .attention import (
+    approx_attention,
+    approx_rowsums,
+    exact_attention,
+    hyper_attention,
+    lev_attention,
+    spectral_error,
+)
+from .kde import approx_matmul
 from .lsh import SimHash
 from .operators import SRHT, CountSketch, GaussianSketch, SketchOperator, SparseSign, sketch
 from .scores import (
@@ -35,6 +42,7 @@ __all__ = [
     "SparseSign",
     "StreamingLeverage",
     "__version__",
+    "approx_attention",
     "approx_matmul",
     "approx_rowsums",
     "distributed",

@@ -1,4 +1,4 @@
-"""numba CPU kernels of the control variate's moments (:mod:`sketchla.kde.control`).
+"""numba CPU kernels of the control variate's moments (:mod:`sketchla.attention.control`).
 
 Per query, the draws of its light part are summarised by the moments a quadratic fit in the
 standardised logit needs, separately for the two halves of the draws (cross-fitting). The

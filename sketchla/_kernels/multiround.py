@@ -1,4 +1,4 @@
-"""numba CPU kernels of the multi-round LSH heavy part (:mod:`sketchla.kde.multiround`).
+"""numba CPU kernels of the multi-round LSH heavy part (:mod:`sketchla.attention.multiround`).
 
 Each query's terms are merged in an order fixed by the data (rounds in sequence, window slots
 in order), never by the thread schedule, so serial and parallel runs agree bitwise. The heavy

@@ -55,10 +55,10 @@ def spectral_error(
     K,
     V,
     approx,
+    *,
     causal: bool = ...,
     scale: float | None = ...,
     return_diagnostics: Literal[False] = ...,
-    *,
     approx_lse=...,
     heavy_threshold: float | None = ...,
     tol: float = ...,
@@ -72,26 +72,9 @@ def spectral_error(
     K,
     V,
     approx,
-    causal: bool,
-    scale: float | None,
-    return_diagnostics: Literal[True],
     *,
-    approx_lse=...,
-    heavy_threshold: float | None = ...,
-    tol: float = ...,
-    max_passes: int = ...,
-) -> tuple[float, dict]: ...
-
-
-@overload
-def spectral_error(
-    Q,
-    K,
-    V,
-    approx,
     causal: bool = ...,
     scale: float | None = ...,
-    *,
     return_diagnostics: Literal[True],
     approx_lse=...,
     heavy_threshold: float | None = ...,
@@ -100,32 +83,15 @@ def spectral_error(
 ) -> tuple[float, dict]: ...
 
 
-@overload
 def spectral_error(
     Q,
     K,
     V,
     approx,
-    causal: bool = ...,
-    scale: float | None = ...,
-    return_diagnostics: bool = ...,
     *,
-    approx_lse=...,
-    heavy_threshold: float | None = ...,
-    tol: float = ...,
-    max_passes: int = ...,
-) -> float | tuple[float, dict]: ...
-
-
-def spectral_error(
-    Q,
-    K,
-    V,
-    approx,
     causal: bool = False,
     scale: float | None = None,
     return_diagnostics: bool = False,
-    *,
     approx_lse=None,
     heavy_threshold: float | None = None,
     tol: float = 1e-6,
@@ -177,7 +143,11 @@ def spectral_error(
         LSH mask; ``inf`` when some row is entirely heavy); ``heavy_fraction`` (heavy entries /
         unmasked entries); with ``approx_lse``: ``lse_max_abs_error``
         :math:`\max_i |\widetilde{\mathrm{lse}}_i - \mathrm{lse}_i|` and
-        ``rowsum_max_rel_error`` :math:`\max_i |\tilde D_{ii}/D_{ii} - 1|`.
+        ``rowsum_max_rel_error`` :math:`\max_i |\tilde D_{ii}/D_{ii} - 1|`. Yardsticks, the
+        same ratio for two trivial outputs on the same input: ``zero_output_ratio`` (the
+        all-zero output, :math:`\|\mathrm{Att}\|_{op}`) and ``uniform_ratio`` (uniform
+        attention: each query's mean of the values it may see). A ratio above them means the
+        approximation is worse than a trivial output.
 
     Notes
     -----
@@ -284,6 +254,13 @@ def _exact_lse(q, k, causal, scale):
     return _exact_attention(q, k, np.zeros((k.shape[0], 1)), causal, scale)[1]
 
 
+def _uniform_attention(v: np.ndarray, n_q: int, causal: bool) -> np.ndarray:
+    """Uniform attention: each query's output is the mean of the values it may see."""
+    if causal:
+        return np.cumsum(v, axis=0)[:n_q] / np.arange(1, n_q + 1)[:, None]
+    return np.broadcast_to(v.mean(axis=0), (n_q, v.shape[1]))
+
+
 def _head_diagnostics(q, k, v, approx, approx_lse, causal, scale, heavy_threshold, tol, max_passes):
     n_q, n_k = q.shape[0], k.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):  # reported below
@@ -336,6 +313,15 @@ def _head_diagnostics(q, k, v, approx, approx_lse, causal, scale, heavy_threshol
         "kappa": float(np.exp(log_kappa)) if log_kappa < 700 else np.inf,
         "log_kappa": log_kappa,
         "heavy_fraction": heavy_count / n_unmasked,
+        # yardsticks on the same input: the all-zero output, and uniform attention (the mean
+        # of the values each query may see)
+        "zero_output_ratio": float(np.linalg.norm(exact / c, 2)) / (sigma * v_op_c)
+        if v_op_c > 0
+        else 0.0,
+        "uniform_ratio": float(np.linalg.norm((_uniform_attention(v, n_q, causal) - exact) / c, 2))
+        / (sigma * v_op_c)
+        if v_op_c > 0
+        else 0.0,
     }
     if approx_lse is not None:
         out["lse_max_abs_error"] = float(np.abs(approx_lse - lse).max())

@@ -1,6 +1,8 @@
 r"""LevAttention: attention restricted to a universal key set plus an optional local window.
 
-LevAttention (arXiv 2410.05462) keeps, for *every* query, the keys of a query-independent set
+LevAttention (arXiv 2410.05462) is a preset of the attention engine
+(:func:`sketchla.approx_attention` with ``keys=UniversalSet(...) | Window(...)`` and no light
+estimate). It keeps, for *every* query, the keys of a query-independent set
 :math:`U` chosen from K alone by their leverage (or lp-sensitivity) scores, plus optionally a
 window of nearby positions, and attends only those. With :math:`S_i` the keys kept for query
 i (``U``, the window, and only :math:`j \le i` when causal) and kernel weights
@@ -43,38 +45,23 @@ softmax excluded mass, but nothing bounds that mass. Measure with
 
 from __future__ import annotations
 
-from numbers import Real
+from typing import Any
 
 import numpy as np
 
-from .._backend import as_dense, check_finite, check_int, check_real
-from ..random import SeedLike
-from ..scores import leverage_scores, sensitivity_bounds, universal_set
-from ._inputs import check_attention_inputs, raise_for_overflow
+from .._backend import as_dense, check_int
+from ..random import UNSET, RngLike, SeedLike, external_stacklevel, resolve_rng
+from ._inputs import check_attention_inputs, flatten_heads, raise_for_overflow
+from ._tiles import Problem
+from .engine import Composition, check_scheme, solve
+from .selectors import UniversalSet, Window, parse_kernel, universal_key_set
 
 __all__ = ["lev_attention", "lev_key_set"]
 
-#: queries per block; memory is O(BLOCK_Q * (|U| + BLOCK_Q + 2 local_window))
-BLOCK_Q = 1024
-#: queries per block with a local window: each block computes block_q + 2 local_window window
-#: columns per query, so smaller blocks waste less (measured at n = 131072, local_window = 256:
-#: 2x faster than 1024, causal and non-causal; without a window 1024 is 20-40% faster)
-BLOCK_Q_WINDOW = 256
-
-
-def _parse_kernel(kernel) -> float | None:
-    """None for softmax, else the exponent p > 0 of ("poly", p)."""
-    if isinstance(kernel, str) and kernel == "softmax":
-        return None
-    if (
-        isinstance(kernel, tuple)
-        and len(kernel) == 2
-        and kernel[0] == "poly"
-        and isinstance(kernel[1], Real)
-        and not isinstance(kernel[1], bool)
-    ):
-        return check_real(kernel[1], "kernel exponent p", 0.0, None, min_inclusive=False)
-    raise ValueError(f"kernel must be 'softmax' or ('poly', p) with a real p > 0, got {kernel!r}")
+#: queries per tile: each tile computes its window's tile + 2 local_window columns per query,
+#: so smaller tiles waste less (measured at n = 131072, local_window = 256: 256 was 2x faster
+#: than 1024)
+TILE = 256
 
 
 def lev_key_set(
@@ -85,7 +72,7 @@ def lev_key_set(
     causal: bool = False,
     *,
     score_method: str = "exact",
-    seed: SeedLike = 0,
+    rng: RngLike = 0,
 ) -> np.ndarray:
     r"""The universal key set of one head: sorted indices into the rows of K (n_k, d).
 
@@ -93,63 +80,39 @@ def lev_key_set(
     kernel's p otherwise (causal: prefix scores, each key scored among the keys up to it, so
     the set restricted to keys <= i never depends on later keys). ``k``: the k keys with the
     largest such scores (ties to the lower index; all keys when k >= n_k); non-causal only,
-    except k >= n_k. Exactly one of the two.
-    ``score_method="sketch"`` (non-causal, p = 2 only) uses sketched leverage scores seeded
-    by ``seed`` (see :func:`sketchla.leverage_scores`); it voids guarantee 1 of the module
-    docstring unless the sketched scores are within the factor of ``universal_set``.
+    except k >= n_k. Exactly one of the two. See
+    :func:`sketchla.attention.selectors.universal_key_set`.
     """
-    p = _parse_kernel(kernel)
-    p = 2.0 if p is None else p
+    p = parse_kernel(kernel)
     K = as_dense(K, "K", ndim=(2,))
-    if not isinstance(causal, (bool, np.bool_)):
+    if not isinstance(causal, bool | np.bool_):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
-    if (eps is None) == (k is None):
-        raise ValueError("give exactly one of eps (score threshold) and k (number of keys)")
-    if score_method not in ("exact", "sketch"):
-        raise ValueError(f"score_method must be 'exact' or 'sketch', got {score_method!r}")
-    if eps is not None:
-        eps = check_real(eps, "eps", 0.0, 1.0, min_inclusive=False)
-        return universal_set(K, eps, p=p, method=score_method, causal=causal, seed=seed)
-    k = check_int(k, "k", minimum=1)
-    n_k = K.shape[0]
-    if k >= n_k:
-        return np.arange(n_k, dtype=np.int64)
-    if causal:
-        raise ValueError(
-            f"causal=True needs eps, not k < n_k (got k = {k}, n_k = {n_k}): a top-k ranking of "
-            "all keys would let future keys decide which past keys a query attends"
-        )
-    check_finite(K, "K")
-    if score_method == "sketch":
-        if p != 2:
-            raise ValueError("score_method='sketch' supports p=2 only")
-        scores = leverage_scores(K, method="sketch", seed=seed)
-    elif p == 2:
-        scores = leverage_scores(K)
-    else:
-        scores = sensitivity_bounds(K, p)
-    top = np.argsort(-scores, kind="stable")[:k]
-    return np.sort(top).astype(np.int64)
+    return universal_key_set(
+        K, eps, k, 2.0 if p is None else p, bool(causal), score_method=score_method, rng=rng
+    )
 
 
 def lev_attention(
-    Q,
-    K,
-    V,
+    Q: Any,
+    K: Any,
+    V: Any,
+    *,
     eps: float | None = None,
     k: int | None = None,
     local_window: int = 0,
     kernel="softmax",
     causal: bool = False,
     scale: float | None = None,
-    seed: SeedLike = 0,
-    *,
+    rng: RngLike = None,
+    seed: SeedLike | Any = UNSET,
     score_method: str = "exact",
-    block_q: int | None = None,
+    tile: int = TILE,
 ) -> np.ndarray:
     r"""Attention of every query to the universal key set (plus a local window) only.
 
-    See the module docstring for the guarantee (polynomial kernels) and why softmax has none.
+    ``approx_attention(Q, K, V, keys=UniversalSet(eps | k, p) | Window(local_window))`` with
+    no light estimate, for softmax or polynomial weights. See the module docstring for the
+    guarantee (polynomial kernels) and why softmax has none.
 
     Parameters
     ----------
@@ -175,14 +138,13 @@ def lev_attention(
         read for it.
     scale : float, optional
         Logit scale, default ``1 / sqrt(d)``.
-    seed : int, SeedSequence or None, default 0
+    rng : int, SeedSequence, numpy Generator or None
         Seed of the sketched scores (``score_method="sketch"``); unused otherwise.
+    seed : deprecated alias of ``rng``.
     score_method : {"exact", "sketch"}
         How the scores are computed (see :func:`lev_key_set`).
-    block_q : int, optional
-        Queries per block (a speed knob: the output is the same to rounding): memory
-        O(block_q (|U| + block_q + 2 local_window)). Default 1024 without a local window, 256
-        with one.
+    tile : int >= 1
+        Queries per tile (a speed knob: the output is the same to rounding).
 
     Returns
     -------
@@ -200,100 +162,31 @@ def lev_attention(
     >>> lev_attention(Q, K, V, eps=0.05, local_window=16, causal=True).shape
     (200, 8)
     """
-    p = _parse_kernel(kernel)
+    p = parse_kernel(kernel)
     local_window = check_int(local_window, "local_window", minimum=0)
-    if block_q is None:
-        block_q = BLOCK_Q_WINDOW if local_window else BLOCK_Q
-    block_q = check_int(block_q, "block_q", minimum=1)
+    _, _, tile = check_scheme("blocks", 1, tile)
     if (eps is None) == (k is None):
         raise ValueError("give exactly one of eps (score threshold) and k (number of keys)")
-    if eps is not None:
-        eps = check_real(eps, "eps", 0.0, 1.0, min_inclusive=False)
-    if k is not None:
-        k = check_int(k, "k", minimum=1)
+    seq = resolve_rng(rng, seed, stacklevel=external_stacklevel())
+    keys = UniversalSet(eps, k, 2.0 if p is None else p, score_method)
+    if local_window:
+        keys = keys | Window(local_window)
     inp = check_attention_inputs(Q, K, V, causal, scale)
     if local_window and inp.n_q != inp.n_k:
         raise ValueError(
             f"local_window > 0 compares query and key positions and needs n_q == n_k, got "
             f"n_q = {inp.n_q} (Q) and n_k = {inp.n_k} (K)"
         )
-    out = np.empty((*inp.batch_shape, inp.n_q, inp.d_v), dtype=inp.dtype)
-    out_h = out.reshape(-1, inp.n_q, inp.d_v)
-    for h, (q, kk, v) in enumerate(inp.heads()):
-        keys = lev_key_set(kk, eps, k, kernel, inp.causal, score_method=score_method, seed=seed)
-        with np.errstate(over="ignore", invalid="ignore"):  # reported below
-            out_h[h] = restricted_attention_2d(
-                q, kk, v, keys, local_window, inp.causal, inp.scale, p, block_q
-            )
-    raise_for_overflow(inp.dtype, out)
-    return out
-
-
-def restricted_attention_2d(
-    q: np.ndarray,
-    k: np.ndarray,
-    v: np.ndarray,
-    keys: np.ndarray,
-    local_window: int,
-    causal: bool,
-    scale: float,
-    p: float | None,
-    block_q: int = BLOCK_Q,
-) -> np.ndarray:
-    """One head: attention of each query to ``keys`` (sorted) plus its local window.
-
-    ``p`` None is softmax, else the polynomial kernel |s|^p. Rows with nothing to attend are 0.
-    """
-    dtype = q.dtype
-    n_q, n_k, d_v = q.shape[0], k.shape[0], v.shape[1]
-    out = np.zeros((n_q, d_v), dtype=dtype)
-    in_keys = np.zeros(n_k, dtype=bool)
-    in_keys[keys] = True
-    scale = dtype.type(scale)
-    for qs in range(0, n_q, block_q):
-        qe = min(qs + block_q, n_q)
-        visible_stop = qe if causal else n_k  # causal: no key after the block's last query
-        sel = keys[: np.searchsorted(keys, visible_stop)]
-        if local_window:
-            lo = max(0, qs - local_window + 1)
-            hi = min(visible_stop, qe + local_window - 1)
-            sel = np.union1d(sel, np.arange(lo, hi))
-        if sel.size == 0:
-            continue
-        rows = np.arange(qs, qe)[:, None]
-        allowed = None
-        if local_window:
-            offset = rows - sel[None, :]
-            near = (offset >= 0) if causal else (offset > -local_window)
-            allowed = in_keys[sel][None, :] | (near & (offset < local_window))
-        if causal:
-            past = sel[None, :] <= rows
-            allowed = past if allowed is None else allowed & past
-        S = (q[qs:qe] * scale) @ k[sel].T
-        if p is None:
-            if allowed is not None:
-                S[~allowed] = -np.inf
-            m = S.max(axis=1)
-            no_max = ~np.isfinite(m)
-            m[no_max] = 0.0  # rows with no allowed key: all weights exp(-inf) = 0
-            # a row with an allowed key and no finite maximum had its logits overflow
-            overflow = no_max if allowed is None else no_max & allowed.any(axis=1)
-            np.exp(S - m[:, None], out=S)
-        else:
-            np.abs(S, out=S)
-            if allowed is not None:
-                S[~allowed] = 0.0
-            m = S.max(axis=1)
-            overflow = ~np.isfinite(m)
-            m[m == 0] = 1.0  # rows of zero weight stay zero
-            S /= m[:, None]
-            S **= dtype.type(p)
-        denom = S.sum(axis=1)
-        numer = S @ v[sel]
-        nonzero = denom > 0
-        out[qs:qe][nonzero] = numer[nonzero] / denom[nonzero, None]
-        # overflowed logits (finite inputs near the largest float): NaN rows, which the
-        # caller's raise_for_overflow reports, instead of silent zeros
-        overflow |= ~np.isfinite(denom)
-        out[qs:qe][overflow] = np.nan
-    return out
+    comp = Composition.of(keys, None, with_values=True)
+    if inp.causal:
+        comp.check_block_causal()
+    q = flatten_heads(inp.Q) * inp.dtype.type(inp.scale)
+    prob = Problem(q, flatten_heads(inp.K), flatten_heads(inp.V), inp.causal, kernel_p=p)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below
+        part = solve(prob, comp, seq, scheme="blocks", min_seq_len=1, tile=tile)
+    assert part.out is not None
+    out = part.out.astype(inp.dtype, copy=False)
+    # a row with a kept key whose weights overflowed has lse = +inf or nan: report it
+    bad = ~np.isfinite(part.lse) & ~np.isneginf(part.lse)
+    raise_for_overflow(inp.dtype, np.where(bad[..., None], np.nan, out))
+    return inp.unflatten(out)

@@ -37,7 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from ..attention import exact_attention, lev_attention
+from ..attention import (
+    MultiRoundLSH,
+    Uniform,
+    approx_attention,
+    exact_attention,
+    hyper_attention,
+    lev_attention,
+)
 from ..attention.errors import softmax_op_norm
 from ..attention.lev import lev_key_set
 from ..testing.attention_instances import attention_instance
@@ -51,22 +58,12 @@ SPEED_GOALS = {False: 50.0, True: 8.0}  # at the largest size; non-causal / caus
 GROWTH_GOAL = 0.1  # t(16384) / t(131072) >= 0.1, i.e. at most 10x for 8x n
 SPECTRAL_GOAL = 0.1
 SPECTRAL_INSTANCES = ("flat", "planted")
-#: the multi-round configuration timed beside the defaults
+#: the multi-round composition timed beside the defaults (causal: the recursive scheme)
 MULTIROUND: dict[str, Any] = {
-    "heavy": "multiround",
-    "block_size": 16,
-    "n_rounds": 32,
-    "sample_size": 512,
+    "keys": MultiRoundLSH(block_size=16, n_rounds=32),
+    "rest": Uniform(512, replace=False),
+    "causal_scheme": "halving",
 }
-
-
-def _hyper():
-    """``hyper_attention`` if the module is built, else None."""
-    try:
-        from ..attention.hyper import hyper_attention
-    except ImportError:
-        return None
-    return hyper_attention
 
 
 def _torch_sdpa():
@@ -98,11 +95,10 @@ def _timed_once(name: str, fn) -> Case:
 
 def _solvers(lev_eps: float, lev_window: int, seed: int) -> dict:
     """{name: f(Q, K, V, causal)} of the approximate solvers that exist."""
-    solvers = {}
-    hyper = _hyper()
-    if hyper is not None:
-        solvers["hyper"] = lambda Q, K, V, c: hyper(Q, K, V, causal=c, seed=seed)
-        solvers["hyper-mr"] = lambda Q, K, V, c: hyper(Q, K, V, causal=c, seed=seed, **MULTIROUND)
+    solvers = {
+        "hyper": lambda Q, K, V, c: hyper_attention(Q, K, V, causal=c, rng=seed),
+        "hyper-mr": lambda Q, K, V, c: approx_attention(Q, K, V, causal=c, rng=seed, **MULTIROUND),
+    }
     solvers["lev"] = lambda Q, K, V, c: lev_attention(
         Q, K, V, eps=lev_eps, local_window=lev_window, causal=c
     )

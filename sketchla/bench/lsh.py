@@ -11,10 +11,10 @@ Compared in one interleaved run per phase:
   flat, planted, sink and large-norm instances of :mod:`sketchla.testing.attention_instances`
   (logits scaled by 1/sqrt(d)).
 
-* the multi-round heavy part (``heavy="multiround"``, ``MULTIROUND`` below: T = 32 rounds of
+* the multi-round heavy part (``keys=MultiRoundLSH()``, ``MULTIROUND`` below: T = 32 rounds of
   b = 16-key code-aligned windows, m = 512 per-query light samples) on the same instances,
   with the Horvitz-Thompson light sum and with the cross-fitted quadratic control variate
-  (``control="quadratic"``), which is also timed at the default sizes.
+  (``rest=ControlVariate(m)``), which is also timed at the default sizes.
 
 Goal of issue 4 (2-core machine): approx_rowsums >= 20x faster than exact at n = 65536, d = 64
 with median relative error <= 5% on flat and planted.
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kde import approx_rowsums
+from ..attention import ControlVariate, MultiRoundLSH, Uniform, approx_rowsums
 from ..lsh import SimHash, inverse_gray_code
 from ..testing.attention_instances import attention_instance
 from ._timing import Case, Comparison, compare, run_interleaved
@@ -37,11 +37,10 @@ QUICK = {"n": 2**16, "d": 16, "n_rowsums": 4096}
 N_BITS = 7
 #: the multi-round configuration compared beside the sortLSH rows
 MULTIROUND: dict[str, Any] = {
-    "heavy": "multiround",
-    "block_size": 16,
-    "n_rounds": 32,
-    "sample_size": 512,
+    "keys": MultiRoundLSH(block_size=16, n_rounds=32),
+    "rest": Uniform(512, replace=False),
 }
+MULTIROUND_CV: dict[str, Any] = {**MULTIROUND, "rest": ControlVariate(512, replace=False)}
 COMPARISONS = [
     Comparison(
         "hash + sort vs numpy composition",
@@ -115,23 +114,23 @@ def run(
 ) -> dict:
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d), dtype=np.float32)
-    h = SimHash(d, N_BITS, seed=seed)
+    h = SimHash(d, N_BITS, rng=seed)
     planes = h.planes.astype(np.float32)
     Q, K = _instance("flat", n_rowsums, d, seed)
     label = f"approx_rowsums m={m}"
     cases = [
         Case("simhash sort_order", lambda: h.sort_order(X)),
         Case("numpy hash+argsort", lambda: numpy_sort_order(X, planes)),
-        Case("approx_rowsums default", lambda: approx_rowsums(Q, K, seed=seed)),
-        Case(label, lambda: approx_rowsums(Q, K, sample_size=m, seed=seed)),
+        Case("approx_rowsums default", lambda: approx_rowsums(Q, K, rng=seed)),
+        Case(label, lambda: approx_rowsums(Q, K, rest=Uniform(m), rng=seed)),
         Case(
             "approx_rowsums default cv",
-            lambda: approx_rowsums(Q, K, seed=seed, control="quadratic"),
+            lambda: approx_rowsums(Q, K, rest=ControlVariate(256), rng=seed),
         ),
-        Case("approx_rowsums multiround", lambda: approx_rowsums(Q, K, seed=seed, **MULTIROUND)),
+        Case("approx_rowsums multiround", lambda: approx_rowsums(Q, K, rng=seed, **MULTIROUND)),
         Case(
             "approx_rowsums multiround cv",
-            lambda: approx_rowsums(Q, K, seed=seed, control="quadratic", **MULTIROUND),
+            lambda: approx_rowsums(Q, K, rng=seed, **MULTIROUND_CV),
         ),
         # seconds per call at full size: fewer repetitions
         Case("exact lse", lambda: exact_log_rowsums(Q, K), repeat=min(repeat, 2)),
@@ -156,13 +155,13 @@ def run(
         Qi, Ki = (Q, K) if kind == "flat" else _instance(kind, n_rowsums, d, seed)
         exact = exact_log_rowsums(Qi, Ki).astype(np.float64)
         for name, kwargs in (
-            ("m=256", {"sample_size": 256}),
-            ("m=256 cv", {"sample_size": 256, "control": "quadratic"}),
-            (f"m={m}", {"sample_size": m}),
+            ("m=256", {"rest": Uniform(256)}),
+            ("m=256 cv", {"rest": ControlVariate(256)}),
+            (f"m={m}", {"rest": Uniform(m)}),
             ("multiround", MULTIROUND),
-            ("multiround cv", {**MULTIROUND, "control": "quadratic"}),
+            ("multiround cv", MULTIROUND_CV),
         ):
-            est = approx_rowsums(Qi, Ki, seed=seed, **kwargs)
+            est = approx_rowsums(Qi, Ki, rng=seed, **kwargs)
             assert isinstance(est, np.ndarray)
             rel = np.abs(np.expm1(est.astype(np.float64) - exact))
             sizes[f"{kind} {name} rel err median/max"] = f"{np.median(rel):.3f}/{rel.max():.2f}"

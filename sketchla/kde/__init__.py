@@ -1,7 +1,5 @@
-"""Kernel-density-style estimation for attention: row sums (ApproxD) and approximate matrix
-products by sampling."""
+"""Approximate matrix products by sampling (moving to :mod:`sketchla.sampling`)."""
 
 from .amm import approx_matmul
-from .rowsums import approx_rowsums
 
-__all__ = ["approx_matmul", "approx_rowsums"]
+__all__ = ["approx_matmul"]

@@ -22,8 +22,18 @@ from typing import cast
 
 import numpy as np
 
-from ..attention import exact_attention, hyper_attention, spectral_error
-from ..kde import approx_rowsums
+from ..attention import (
+    Importance,
+    KeyIndices,
+    SortLSH,
+    TopNorm,
+    Uniform,
+    approx_attention,
+    approx_rowsums,
+    exact_attention,
+    hyper_attention,
+    spectral_error,
+)
 from ..lsh import SimHash, gray_code, inverse_gray_code
 from ..scores import universal_set
 from ..testing.attention_instances import attention_instance
@@ -106,7 +116,7 @@ def run_gray(ctx: Context) -> None:
     rows = []
     for kind in INSTANCES:
         Q, K, _ = attention_instance(kind, n, d, seed=3)
-        h = SimHash(d, r, seed=0)
+        h = SimHash(d, r, rng=0)
         cq, ck = h.codes(Q), h.codes(K)
         res = {}
         for name, key in (("inverse (correct)", inverse_gray_code), ("forward (bug)", gray_code)):
@@ -179,15 +189,17 @@ def run_approx_d(ctx: Context) -> None:
         Qs = Q * scale
         ref = exact_lse(Q, K, scale)
         # exactness: every key heavy; every key sampled once without replacement
-        e1 = np.abs(approx_rowsums(Qs, K, block_size=n, sample_size=0) - ref).max()
+        e1 = np.abs(approx_rowsums(Qs, K, keys=SortLSH(n), rest=None) - ref).max()
         e2 = np.abs(
-            approx_rowsums(Qs, K, block_size=block, sample_size=n, replace=False, kappa=None) - ref
+            approx_rowsums(Qs, K, keys=SortLSH(block), rest=Uniform(n, replace=False), rng=0) - ref
         ).max()
         worst_exact = max(worst_exact, float(e1), float(e2))
         for m in sizes:
             es = [
                 np.abs(
-                    np.expm1(approx_rowsums(Qs, K, block_size=block, sample_size=m, seed=s) - ref)
+                    np.expm1(
+                        approx_rowsums(Qs, K, keys=SortLSH(block), rest=Uniform(m), rng=s) - ref
+                    )
                 )
                 for s in range(seeds)
             ]
@@ -238,10 +250,14 @@ def run_approx_d(ctx: Context) -> None:
     )
 
 
-def hyper_output(Q, K, V, **kwargs) -> np.ndarray:
-    """:func:`sketchla.hyper_attention`'s output array (``return_lse`` left False, so the
-    array alone is returned)."""
-    return cast(np.ndarray, hyper_attention(Q, K, V, **kwargs))
+def hyper_output(Q, K, V, *, block_size: int, sample_size: int, rng=0, **kwargs) -> np.ndarray:
+    """HyperAttention's output array: :func:`sketchla.approx_attention` with
+    ``SortLSH(block_size)`` (plus ``extra_keys``) and ``Uniform(sample_size)`` (or ``rest``)."""
+    keys = SortLSH(block_size, norm_aware=kwargs.pop("norm_aware", False))
+    if "extra_keys" in kwargs:
+        keys = kwargs.pop("extra_keys") | keys
+    rest = kwargs.pop("rest", Uniform(sample_size) if sample_size else None)
+    return cast(np.ndarray, approx_attention(Q, K, V, keys=keys, rest=rest, rng=rng, **kwargs))
 
 
 def _spectral_denominators(Q, K, V) -> tuple[np.ndarray, float, dict]:
@@ -291,7 +307,7 @@ def run_hyper_spectral(ctx: Context) -> None:
                     [
                         spectral_ratio(
                             exact,
-                            hyper_output(Q, K, V, block_size=block, sample_size=m, seed=s),
+                            hyper_output(Q, K, V, block_size=block, sample_size=m, rng=s),
                             denom,
                         )
                         for s in range(seeds)
@@ -303,17 +319,17 @@ def run_hyper_spectral(ctx: Context) -> None:
         u_sizes[kind] = len(U)
         for name, kw in (
             ("default", {}),
-            (f"+ universal set (eps {lever_eps})", {"global_keys": U}),
-            ("+ top-8-norm keys", {"global_keys": 8}),
+            (f"+ universal set (eps {lever_eps})", {"extra_keys": KeyIndices(U)}),
+            ("+ top-8-norm keys", {"extra_keys": TopNorm(8)}),
             ("norm-aware hash", {"norm_aware": True}),
-            ("value-norm sampling", {"light": "vnorm"}),
+            ("value-norm sampling", {"rest": Importance(m0, weights="vnorm")}),
         ):
             levers[kind, name] = float(
                 np.mean(
                     [
                         spectral_ratio(
                             exact,
-                            hyper_output(Q, K, V, block_size=block, sample_size=m0, seed=s, **kw),
+                            hyper_output(Q, K, V, block_size=block, sample_size=m0, rng=s, **kw),
                             denom,
                         )
                         for s in range(seeds)
@@ -359,7 +375,7 @@ def run_hyper_spectral(ctx: Context) -> None:
                     [
                         spectral_ratio(
                             exact,
-                            hyper_output(Q, K, V, block_size=block, sample_size=256, seed=s),
+                            hyper_output(Q, K, V, block_size=block, sample_size=256, rng=s),
                             denom,
                         )
                         for s in range(seeds)

@@ -32,11 +32,11 @@ independent and the held-out half alone estimates the residual total, with weigh
 :math:`N / m_o` (N the keys drawn from). The standard error comes from the held-out residuals
 (Horvitz-Thompson or Hansen-Hurwitz variance).
 
-Where the draws come from: ``heavy="multiround"`` draws m keys per query
-(:mod:`sketchla.kde.multiround`, moments summed by its kernels); the sortLSH and plain paths
-draw per query block (:func:`sketchla.kde.partials.sampled_partial`, moments from the same
-logit tiles by :func:`sketchla._kernels.control.tile_moments`), the halves being the even
-and odd columns of the sample set. This is the regression (GREG) estimator of survey sampling
+Where the draws come from: ``MultiRoundLSH`` draws m keys per query
+(:mod:`sketchla.attention.multiround`, moments summed by its kernels); the other key sets draw
+per query tile (:class:`sketchla.attention.ControlVariate`, moments from the same logit tiles
+by :func:`sketchla._kernels.control.tile_moments`), the halves being the even and odd columns
+of the sample set. This is the regression (GREG) estimator of survey sampling
 (Cochran, *Sampling Techniques*, 3rd ed., 1977, ch. 7; Särndal, Swensson & Wretman, *Model
 Assisted Survey Sampling*, 1992, §6.4) with the fit cross-fitted; its variance is about
 :math:`1 - R_i^2` times that of the plain Horvitz-Thompson sum, :math:`R_i^2` being the share

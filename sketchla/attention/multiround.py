@@ -28,7 +28,7 @@ queries share keys only when their offsets are less than m slots apart (probabil
 sample set per block of queries), while every query reads m contiguous rows of a permuted
 copy of K (and V) instead of m scattered ones.
 
-Why code-aligned windows: the sortLSH blocks of :func:`sketchla.kde.partials.lsh_blocks` pair
+Why code-aligned windows: the sortLSH blocks of :func:`sketchla.attention.selectors.SortLSH` pair
 query rank t with key rank t. The running difference between the numbers of queries and keys
 in the buckets before a given bucket is a random walk of size ~sqrt(n), so for small blocks a
 query's rank-aligned block lies far from its bucket. Measured on the planted instance
@@ -44,7 +44,7 @@ O(T (n_k + 2^r)) integers. Measured at n = 65536, d = 64 (b = 16, T = 32, m = 51
 cores against about 4 ns per pair for the exact BLAS pass.
 
 ``control=True`` (row sums only) replaces the Horvitz-Thompson light sum by the cross-fitted
-quadratic control variate of :mod:`sketchla.kde.control`; the heavy kernel also returns the
+quadratic control variate of :mod:`sketchla.attention.control`; the heavy kernel also returns the
 moments of the standardised logits of each query's heavy keys, which it removes from the
 light population's.
 """
@@ -59,7 +59,7 @@ from .._kernels import multiround as kernels
 from ..lsh import mips_augment
 from ..random import STREAM_MULTIROUND_PLANES, STREAM_MULTIROUND_SAMPLES, SeedLike, stream
 from .control import key_set_moments, logit_standardisation, regression_light_sums
-from .partials import Partial
+from .partial import Partial
 
 __all__ = ["MAX_BITS", "default_bits", "light_sample_count", "multiround_partials"]
 
@@ -115,7 +115,7 @@ def multiround_partials(
     n_k / m and its ``lse2`` (log of the sum of squared weighted terms).
 
     ``control`` (V None only): the light sum is the cross-fitted regression estimate of
-    :mod:`sketchla.kde.control` (a quadratic in the standardised logit fitted on one half of
+    :mod:`sketchla.attention.control` (a quadratic in the standardised logit fitted on one half of
     the draws, corrected with the other) instead of Horvitz-Thompson, and the light partial
     carries ``lse_se`` (log of its standard error) instead of ``lse2``.
     """
