@@ -12,25 +12,30 @@ from rich.table import Table
 from . import __version__
 
 
-def _demo(args: argparse.Namespace, console: Console) -> int:
-    from .demo import distortion_table
+def _wide(console: Console) -> Console:
+    """A pipe or a file gets a wide console (rich would cut tables at 80 columns)."""
+    return console if console.is_terminal else Console(width=200)
 
+
+def _demo(args: argparse.Namespace, console: Console) -> int:
+    from .demo import caption, distortion_table
+
+    console = _wide(console)
     sizes = tuple(args.sizes)
     console.print(
         f"Subspace-embedding distortion max|sigma(SU) - 1|, median of {args.seeds} seeds, "
         f"n = {args.n}, d = {args.d}  (cells: random matrix / coherent matrix)"
     )
     table = Table(show_lines=False)
-    table.add_column("sketch")
+    table.add_column("sketch", no_wrap=True)
     for m in sizes:
-        table.add_column(f"m = {m}", justify="right")
-    for kind, cells in distortion_table(args.n, args.d, sizes, args.seeds):
+        table.add_column(f"m = {m}", justify="right", no_wrap=True)
+    rows = distortion_table(args.n, args.d, sizes, args.seeds)
+    for kind, cells in rows:
         table.add_row(kind, *(" / ".join(f"{v:.3f}" for v in cells[m]) for m in sizes))
     console.print(table)
-    console.print(
-        "Uniform sampling misses the coherent matrix's identity rows (distortion ~1); the "
-        "sketches do not. The first run compiles numba kernels (cached afterwards)."
-    )
+    console.print(caption(rows, args.d))
+    console.print("The first run compiles numba kernels (cached afterwards).")
     return 0
 
 
@@ -38,6 +43,7 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     from .bench import SUITES
     from .bench._timing import machine_summary
 
+    console = _wide(console)
     suite = SUITES[args.suite]
     params = {"repeat": args.repeat}
     if args.quick:
@@ -61,7 +67,8 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         ("met", "left"),
     ]
     for col, just in columns:
-        table.add_column(col, justify=just)
+        # names and numbers are never cut; only the free-text "meaning" column wraps
+        table.add_column(col, justify=just, no_wrap=col != "meaning")
     lines = [
         f"## {title}",
         "",
@@ -96,8 +103,7 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
 def _validate(args: argparse.Namespace, console: Console) -> int:
     from .validate import experiments, run_suite
 
-    if not console.is_terminal:  # a pipe or file: a wide table instead of 80 columns
-        console = Console(width=160)
+    console = _wide(console)  # a pipe or file: a wide table instead of 80 columns
     if args.list:
         table = Table(title="sketchla validate: experiments")
         for col in ("name", "family", "what it shows"):

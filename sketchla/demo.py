@@ -55,3 +55,40 @@ def distortion_table(n: int = 4096, d: int = 16, sizes=(64, 128, 256, 512), seed
         rows.append((kind, cells))
     rows.append(("theory sqrt(d/m) (Gaussian)", {m: (np.sqrt(d / m),) * 2 for m in sizes}))
     return rows
+
+
+#: a coherent-matrix distortion at or above this counts as a failure in the caption (the
+#: sketched basis lost a direction: sigma_min(SU) ~ 0, or blew one up: sigma_max >= 1.9)
+FAIL_DISTORTION = 0.9
+
+
+def caption(rows, d: int) -> str:
+    """The caption under the table, computed from its numbers (never fixed text): which
+    methods fail on the coherent matrix (distortion >= ``FAIL_DISTORTION``) and at which m."""
+    failing, fine = [], []
+    for kind, cells in rows:
+        if kind.startswith("theory"):
+            continue
+        bad = [m for m, (_, coherent) in cells.items() if coherent >= FAIL_DISTORTION]
+        if not bad:
+            fine.append(kind)
+        elif len(bad) == len(cells):
+            failing.append(f"{kind} (every m)")
+        else:
+            failing.append(f"{kind} (m = {', '.join(str(m) for m in bad)})")
+    parts = []
+    if failing:
+        parts.append(
+            f"On the coherent matrix (d = {d} identity rows among tiny ones) the distortion "
+            f"reaches {FAIL_DISTORTION} or more, i.e. a direction is lost or blown up, for: "
+            + "; ".join(failing)
+            + "."
+        )
+    if fine:
+        parts.append(f"It stays below {FAIL_DISTORTION} at every m for: {', '.join(fine)}.")
+    if any(f.startswith("countsketch (m =") for f in failing):
+        parts.append(
+            "CountSketch fails at small m when two identity rows hash to one bucket "
+            "(probability about 1 - exp(-d^2 / 2m)); sampling fails whenever it misses one."
+        )
+    return " ".join(parts)

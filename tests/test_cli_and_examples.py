@@ -26,6 +26,37 @@ def test_demo_table_shows_uniform_sampling_failing_where_sketches_do_not(capsys)
         assert rows[kind][128][1] < 0.6
 
 
+def test_demo_caption_is_computed_from_the_table():
+    """The caption used to say "the sketches do not [fail]" under a table where CountSketch
+    failed on the coherent matrix at small m; it is now computed from the numbers."""
+    from sketchla.demo import FAIL_DISTORTION, caption
+
+    rows = [
+        ("countsketch", {64: (0.46, 0.995), 256: (0.26, 0.002)}),
+        ("sparse_sign", {64: (0.45, 0.43), 256: (0.24, 0.23)}),
+        ("uniform rows", {64: (0.48, 0.997), 256: (0.23, 3.0)}),
+        ("theory sqrt(d/m) (Gaussian)", {64: (0.5, 0.5), 256: (0.25, 0.25)}),
+    ]
+    text = caption(rows, 16)
+    assert "countsketch (m = 64)" in text and "uniform rows (every m)" in text
+    assert f"below {FAIL_DISTORTION} at every m for: sparse_sign" in text
+    assert "the sketches do not" not in text
+    real = distortion_table(n=1024, d=4, sizes=(64, 128), seeds=3)
+    for kind, cells in real:
+        if kind in caption(real, 4).split("for: ")[-1]:
+            assert all(c[1] < FAIL_DISTORTION for c in cells.values()), kind
+
+
+def test_bench_names_are_not_cut_in_a_pipe(capsys):
+    """`sketchla bench` printed to a pipe cut the comparison names at 80 columns; a pipe now
+    gets a wide console and the names never wrap."""
+    argv = ["bench", "sketch", "--quick", "--repeat", "1", "--n", "4096"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for comp in sketch_bench.COMPARISONS:
+        assert comp.label in out, comp.label
+
+
 def test_bench_quick_writes_a_table(tmp_path, capsys):
     out = tmp_path / "bench.md"
     argv = ["bench", "sketch", "--quick", "--repeat", "1", "--n", "4096", "--out", str(out)]

@@ -124,3 +124,90 @@ def test_context_verdicts():
     assert [c.experiment for c in ctx.claims] == ["t"] * 6
     with pytest.raises(ValueError, match="profile"):
         run_suite(only="jl", profile="slow")
+
+
+# -- issue 20: compact terminal table, vacuous verdicts, the universal_size plot ----------------
+def test_terminal_table_is_one_line_per_claim_and_report_keeps_the_text(monkeypatch, tmp_path):
+    """At 120 columns every claim takes one line (long statements end in an ellipsis; the
+    old table wrapped 83 rows into 475 lines and dropped the note column); report.md keeps the
+    full statement and the note."""
+    import io
+
+    from rich.console import Console
+
+    long = "a claim whose statement is much longer than a terminal line " * 4
+
+    def body(ctx):
+        for i in range(5):
+            ctx.check(f"{i}: {long}", "a reference " * 5, 0.5, "<=", 1.0, note="the note " * 9)
+        ctx.report("a heuristic " * 20, "ref", 0.25)
+
+    _register(monkeypatch, "test_long", body)
+    buf = io.StringIO()
+    console = Console(file=buf, width=120, force_terminal=False)
+    run_suite(only="test_long", out=tmp_path, console=console)
+    lines = buf.getvalue().splitlines()
+    rows = [ln for ln in lines if ln.startswith(("PASS", "FAIL", "REP"))]
+    assert len(rows) == 6, lines
+    assert all(len(ln) <= 120 for ln in lines)
+    assert all("…" in ln for ln in rows)
+    report = (tmp_path / "report.md").read_text()
+    assert long.strip() in report and ("the note " * 9).strip() in report
+
+
+def test_progress_columns_include_an_overall_eta():
+    """The live display is one overall bar with elapsed time and ETA (rich columns)."""
+    import inspect
+
+    from sketchla.validate import runner
+
+    src = inspect.getsource(runner.run_suite)
+    assert "TimeRemainingColumn()" in src and "transient=True" in src
+
+
+def test_vacuous_pass_says_so():
+    """A PASS whose bound is at least the largest possible measurement (|U| <= d/eps with
+    d/eps >= n) is shown as 'PASS (vacuous)', in the claim and in the report."""
+    ctx = Context("t")
+    c = ctx.check("|U| <= d/eps", "r", 10, "<=", 640, ceiling=512)
+    assert c.verdict == "PASS" and c.vacuous and c.shown_verdict == "PASS (vacuous)"
+    assert "vacuous" in c.reason
+    c = ctx.check("|U| <= d/eps", "r", 10, "<=", 64, ceiling=512)
+    assert not c.vacuous and c.shown_verdict == "PASS"
+    c = ctx.check_true("recall", "r", True, "3/3", vacuous=True)
+    assert c.shown_verdict == "PASS (vacuous)"
+    failed = ctx.check("x", "r", 700, "<=", 640, ceiling=512)
+    assert failed.shown_verdict == "FAIL"
+
+
+def test_real_universal_uses_eps_where_the_bound_bites(suite):
+    """real_universal's size bound bites (d/eps < n = 512 for every eps): no vacuous PASS in
+    the quick subset at all."""
+    result, out = suite
+    for r in result.results:
+        for c in r.claims:
+            assert not c.vacuous, f"{c.experiment}: {c.statement}"
+    assert "**PASS** (vacuous)" not in (out / "report.md").read_text()
+
+
+def test_universal_size_plot_has_no_negative_set_sizes(monkeypatch):
+    """The universal_size plot's y axis (set sizes) starts at 0: no negative symlog ticks."""
+    from sketchla.validate import universal
+
+    figures = {}
+
+    class Small(Context):
+        def pick(self, quick, full):
+            return [500, 2000] if isinstance(quick, list) else quick
+
+        def figure(self, name, fig, caption):
+            figures[name] = fig
+
+    ctx = Small("universal_size")
+    universal.run_size(ctx)
+    ax = figures["universal_size"].axes[0]
+    lo, hi = ax.get_ylim()
+    assert lo >= 0 and hi > 1
+    visible = [t for t in ax.get_yticks() if lo <= t <= hi]
+    assert visible and min(visible) >= 0
+    assert all(c.verdict == "PASS" for c in ctx.claims)

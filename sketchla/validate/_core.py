@@ -8,6 +8,10 @@ value. Its verdict is
   property, or a probabilistic bound at the stated failure probability) that holds;
 * ``FAIL`` -- a guaranteed claim that does not hold; the reason is stated;
 * ``REPORTED`` -- a measurement of a heuristic with no guarantee (shown, never judged).
+
+A PASS is *vacuous* when the bound could not have failed on that instance (a set-size bound
+``|U| <= d/eps`` with ``d/eps >= n``, a recall of 100% when U holds every key): it is shown as
+``PASS (vacuous)``, so a reader does not take it for evidence.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Claim:
         For FAIL: why it failed; otherwise a short note (setting, failure probability).
     experiment : str
         Name of the experiment that made it (set by :class:`Context`).
+    vacuous : bool
+        The claim could not have failed on this instance (see the module docstring).
     """
 
     statement: str
@@ -70,10 +76,16 @@ class Claim:
     verdict: Verdict
     reason: str = ""
     experiment: str = ""
+    vacuous: bool = False
 
     @property
     def guaranteed(self) -> bool:
         return self.verdict != "REPORTED"
+
+    @property
+    def shown_verdict(self) -> str:
+        """The verdict as displayed: ``PASS (vacuous)`` for a vacuous PASS."""
+        return "PASS (vacuous)" if self.vacuous and self.verdict == "PASS" else self.verdict
 
 
 @dataclass
@@ -145,10 +157,21 @@ class Context:
         spec: str = ".3g",
         note: str = "",
         fail_reason: str = "",
+        ceiling: float | None = None,
     ) -> Claim:
         """A guaranteed claim ``measured op bound``: PASS when it holds, else FAIL with
-        ``fail_reason`` (default: the violated inequality). NaN measurements FAIL."""
+        ``fail_reason`` (default: the violated inequality). NaN measurements FAIL.
+
+        ``ceiling``: the largest value ``measured`` can take on this instance (for ``<=``
+        claims; e.g. n for a set size): a bound at or above it is vacuous, and the PASS says so.
+        """
         ok = bool(_OPS[op](measured, bound)) if measured == measured else False
+        vacuous = ceiling is not None and op in ("<=", "<") and bound >= ceiling
+        if vacuous:
+            note = (
+                f"vacuous: the bound {fmt(bound, spec)} >= {fmt(ceiling, spec)}, the most the "
+                "measurement can be here" + (f"; {note}" if note else "")
+            )
         reason = note
         if not ok:
             reason = (
@@ -164,6 +187,7 @@ class Context:
                 fmt(measured, spec),
                 "PASS" if ok else "FAIL",
                 reason,
+                vacuous=vacuous,
             )
         )
 
@@ -177,15 +201,25 @@ class Context:
         bound: str = "holds",
         note: str = "",
         fail_reason: str = "",
+        vacuous: bool = False,
     ) -> Claim:
-        """A guaranteed claim that is a yes/no property (an identity, a set inclusion)."""
+        """A guaranteed claim that is a yes/no property (an identity, a set inclusion).
+        ``vacuous``: the property could not have failed on this instance (shown on a PASS)."""
         reason = (
             note
             if holds
             else (fail_reason or "the property does not hold") + (f"; {note}" if note else "")
         )
         return self._add(
-            Claim(statement, reference, bound, measured, "PASS" if holds else "FAIL", reason)
+            Claim(
+                statement,
+                reference,
+                bound,
+                measured,
+                "PASS" if holds else "FAIL",
+                reason,
+                vacuous=bool(vacuous),
+            )
         )
 
     def report(

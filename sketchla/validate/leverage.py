@@ -177,6 +177,7 @@ def run_leverage(ctx: Context) -> None:
         ok,
         f"{len(merged)} >= {len(batch)}",
         bound=f"superset, <= {d / eps:g}",
+        vacuous=d / eps >= n and len(batch) == 0,
     )
     ctx.step("streaming")
 

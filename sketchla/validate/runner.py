@@ -8,10 +8,16 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ._core import PROFILES, REGISTRY, Context, Experiment, ExperimentResult, timed_run
@@ -22,6 +28,8 @@ __all__ = ["SuiteResult", "experiments", "run_suite", "write_report"]
 FAMILIES: tuple[str, ...] = ("jl", "leverage", "universal", "softmax_scope", "hyper", "real")
 
 _STYLE = {"PASS": "bold green", "FAIL": "bold red", "REPORTED": "cyan"}
+#: the verdict column of the terminal table, one short word per claim
+_SHORT = {"PASS": "PASS", "FAIL": "FAIL", "REPORTED": "REP"}
 
 
 def experiments() -> dict[str, Experiment]:
@@ -111,25 +119,38 @@ def run_suite(
         out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results = []
+    # one overall bar with the ETA of the suite (experiments count as equal shares, each
+    # advancing by its own steps), and below it the running experiment's step
     columns = (
-        TextColumn("{task.description:<34}"),
-        BarColumn(),
-        TextColumn("{task.fields[what]:<40}"),
+        TextColumn("{task.description:<24.24}"),
+        BarColumn(bar_width=24),
+        TaskProgressColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[what]:<32.32}"),
     )
-    with Progress(*columns, console=console, transient=False) as bars:
-        for exp in chosen:
-            task = bars.add_task(exp.name, total=None, what="")
+    with Progress(*columns, console=console, transient=True) as bars:
+        overall = bars.add_task("sketchla validate", total=len(chosen), what="")
+        for i, exp in enumerate(chosen):
 
-            def progress(done, total, what, task=task):
-                bars.update(task, completed=done, total=total, what=what[:40])
+            def progress(done, total, what, exp=exp, i=i):
+                share = min(done / total, 1.0) if total else 0.0
+                bars.update(overall, completed=i + share, what=f"{exp.name}: {what}")
 
+            bars.update(overall, completed=i, what=exp.name)
             ctx = Context(exp.name, profile, None if out_dir is None else str(out_dir), progress)
             res = timed_run(exp, ctx)
-            verdicts = {c.verdict for c in res.claims}
-            status = "ERROR" if res.error else ("FAIL" if "FAIL" in verdicts else "done")
-            bars.update(task, total=1, completed=1, what=f"{status} in {res.seconds:.1f} s")
             results.append(res)
+            bars.update(overall, completed=i + 1)
+            verdicts = {c.verdict for c in res.claims}
+            status = "ERROR" if res.error else ("FAIL" if "FAIL" in verdicts else "ok")
+            style = "bold red" if status != "ok" else "green"
+            # one permanent line per finished experiment, above the live bar
+            bars.console.print(
+                f"[{style}]{status:>5}[/] {exp.name:<26} {len(res.claims):>3} claims "
+                f"{res.seconds:6.1f} s"
+            )
     suite = SuiteResult(
         profile,
         results,
@@ -139,8 +160,11 @@ def run_suite(
     console.print(verdict_table(suite))
     counts = suite.counts()
     errors = sum(r.error is not None for r in results)
+    vacuous = sum(c.vacuous and c.verdict == "PASS" for r in results for c in r.claims)
     console.print(
-        f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['REPORTED']} REPORTED"
+        f"{counts['PASS']} PASS"
+        + (f" ({vacuous} vacuous)" if vacuous else "")
+        + f", {counts['FAIL']} FAIL, {counts['REPORTED']} REPORTED (REP)"
         + (f", {errors} experiment(s) raised" if errors else "")
         + f" -- profile {profile}, {suite.seconds:.1f} s"
     )
@@ -155,30 +179,37 @@ def run_suite(
     return suite
 
 
-def verdict_table(suite: SuiteResult) -> Table:
-    table = Table(title=f"sketchla validate ({suite.profile})", show_lines=False)
-    columns: list[tuple[str, dict[str, Any]]] = [
-        ("experiment", {"no_wrap": True}),
-        ("claim", {"ratio": 3}),
-        ("reference", {"ratio": 1}),
-        ("bound", {"justify": "right"}),
-        ("measured", {"justify": "right"}),
-        ("verdict", {"no_wrap": True}),
-    ]
-    for col, kw in columns:
-        table.add_column(col, **kw)
+def verdict_table(suite: SuiteResult, width: int | None = None) -> Table:
+    """The terminal table: one line per claim (verdict, experiment, claim, measured, bound),
+    cut with an ellipsis to the console width; the full text, references and notes are in
+    ``report.md``."""
+    table = Table(
+        title=f"sketchla validate ({suite.profile}); full text in report.md",
+        show_lines=False,
+        show_edge=False,
+        pad_edge=False,
+        box=None,
+        header_style="bold",
+        width=width,
+    )
+    table.add_column("verdict", no_wrap=True, min_width=6)
+    table.add_column("experiment", no_wrap=True, overflow="ellipsis", max_width=22)
+    table.add_column("claim", no_wrap=True, overflow="ellipsis", ratio=1)
+    table.add_column("measured", no_wrap=True, overflow="ellipsis", justify="right", max_width=24)
+    table.add_column("bound", no_wrap=True, overflow="ellipsis", justify="right", max_width=18)
     for r in suite.results:
         for c in r.claims:
+            short = _SHORT[c.verdict] + (" (vacuous)" if c.vacuous and c.verdict == "PASS" else "")
+            claim = c.statement + (f" ({c.reason})" if c.verdict == "FAIL" else "")
             table.add_row(
+                f"[{_STYLE[c.verdict]}]{short}[/]",
                 c.experiment,
-                c.statement + (f" [dim]({c.reason})[/]" if c.verdict == "FAIL" else ""),
-                c.reference,
-                c.bound,
+                claim,
                 c.measured,
-                f"[{_STYLE[c.verdict]}]{c.verdict}[/]",
+                c.bound if c.bound != "-" else "",
             )
         if r.error:
-            table.add_row(r.experiment.name, r.error, "", "", "", "[bold red]ERROR[/]")
+            table.add_row("[bold red]ERROR[/]", r.experiment.name, r.error, "", "")
     return table
 
 
@@ -234,7 +265,8 @@ def write_report(suite: SuiteResult, out_dir: str | Path) -> Path:
         f"**{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['REPORTED']} REPORTED.** "
         "PASS/FAIL judge guaranteed claims (theorems, identities, probabilistic bounds at the "
         "stated failure probability); REPORTED shows measurements of heuristics that carry no "
-        "guarantee.",
+        "guarantee. A PASS marked (vacuous) could not have failed on its instance (its bound is "
+        "at least the largest possible measurement): it is shown, not counted as evidence.",
         "",
         "| experiment | claim | reference | bound | measured | verdict | note |",
         "|---|---|---|---:|---:|---|---|",
@@ -243,6 +275,8 @@ def write_report(suite: SuiteResult, out_dir: str | Path) -> Path:
         for c in r.claims:
             cells = [c.experiment, c.statement, c.reference, c.bound, c.measured]
             verdict = f"**{c.verdict}**" if c.verdict != "REPORTED" else c.verdict
+            if c.vacuous and c.verdict == "PASS":
+                verdict += " (vacuous)"
             lines.append(
                 "| "
                 + " | ".join(_md_escape(x) for x in cells)

@@ -86,13 +86,16 @@ def run_size(ctx: Context) -> None:
         peaks[n] = s.peak_bytes
         ctx.step(f"n = {n}")
     worst = max(sizes[n, eps] * eps / d for n in ns for eps in epss)
+    biting = [(n, e) for n in ns for e in epss if d / e < n]
     ctx.check(
         "|U_eps| <= d/eps at every n (max over n, eps of |U_eps| eps / d)",
         "LevAttention Thm (sum of leverage scores = rank <= d)",
         worst,
         "<=",
         1.0,
-        note=f"d = {d}, Student-t(3) keys, n in {ns}, eps in {epss}",
+        note=f"d = {d}, Student-t(3) keys, n in {ns}, eps in {epss}; the bound bites "
+        f"(d/eps < n) for {len(biting)} of {len(ns) * len(epss)} (n, eps) pairs",
+        ceiling=max(n * e / d for n in ns for e in epss),
     )
     eps = epss[-1]
     cap = (d / eps + block) * (d * 8 + 8) + d * d * 8
@@ -118,7 +121,9 @@ def run_size(ctx: Context) -> None:
         "|U_eps|",
         logx=True,
     )
+    # set sizes are >= 0: linear up to 1, logarithmic above (0 stays visible), no negative ticks
     ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(bottom=0.0)
     ax = axes[1]
     ax.plot(ns, [peaks[n] / 2**20 for n in ns], "o-", label="StreamingLeverage peak")
     ax.plot(ns, [n * d * 8 / 2**20 for n in ns], "k--", label="holding K (n d float64)")
@@ -183,6 +188,7 @@ def run_recall(ctx: Context) -> None:
             f"{hit}/{found} columns",
             bound="100%",
             note="; ".join(per),
+            vacuous=len(U) == n or found == 0,
         )
         ctx.check(
             f"p = {p:g}: |U| <= sum_j u_j / eps",
@@ -190,6 +196,7 @@ def run_recall(ctx: Context) -> None:
             len(U),
             "<=",
             bound_total / eps,
+            ceiling=n,
         )
         rows.append([p, eps, len(U), round(bound_total / eps, 1), "; ".join(per)])
         ctx.step(f"p = {p:g}")
