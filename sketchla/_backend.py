@@ -224,7 +224,8 @@ def check_real(
     below = minimum is not None and (value < minimum if min_inclusive else value <= minimum)
     above = maximum is not None and (value > maximum if max_inclusive else value >= maximum)
     if not np.isfinite(value) or below or above:
-        lo = ("[" if min_inclusive else "(") + ("-inf" if minimum is None else f"{minimum:g}")
-        hi = ("inf" if maximum is None else f"{maximum:g}") + ("]" if max_inclusive else ")")
+        # an unbounded side is open: infinities are never accepted (the value must be finite)
+        lo = "(-inf" if minimum is None else ("[" if min_inclusive else "(") + f"{minimum:g}"
+        hi = "inf)" if maximum is None else f"{maximum:g}" + ("]" if max_inclusive else ")")
         raise ValueError(f"{name} must be a finite number in {lo}, {hi}, got {value!r}")
     return value

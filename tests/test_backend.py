@@ -155,3 +155,24 @@ def test_big_endian_inputs_are_converted(dtype):
     assert out.dtype.isnative
     assert out.dtype == be.compute_dtype(np.dtype(dtype).newbyteorder("="), "A")
     np.testing.assert_array_equal(out, A.astype(np.float64))
+
+
+def test_check_real_message_matches_what_it_accepts():
+    """The 'scale' error said "(0, inf]" but rejected inf: an unbounded side is now shown open
+    ("inf)"), as the finite-only check is."""
+    with pytest.raises(ValueError, match=r"scale must be a finite number in \(0, inf\), got inf"):
+        be.check_real(np.inf, "scale", 0.0, None, min_inclusive=False)
+    with pytest.raises(ValueError, match=r"in \(-inf, 1\]"):
+        be.check_real(2.0, "x", None, 1.0)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        be.check_real(1.0, "x", 0.0, 1.0, max_inclusive=False)
+    assert be.check_real(1e300, "scale", 0.0, None, min_inclusive=False) == 1e300
+
+
+def test_gitignore_ignores_the_validation_report():
+    """`sketchla validate --out report/` (the README's first command) leaves no untracked
+    files: report/ is ignored."""
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().splitlines()
+    assert "report/" in lines
