@@ -10,7 +10,12 @@ a sign, a sampled row, a Gaussian) is computed from a counter-based generator, s
 
 Construction
 ------------
-``seed`` (an int >= 0, a :class:`numpy.random.SeedSequence`, or None for fresh OS entropy) and a
+The public keyword is ``rng=`` (SPEC 7), resolved by :func:`resolve_rng` to a SeedSequence:
+an int >= 0 or a SeedSequence is used as is; a :class:`numpy.random.Generator` is mapped
+deterministically (four 32-bit words drawn from it, advancing it, become the entropy of a
+SeedSequence: the same generator state gives the same operator); None (the default of every
+public function) draws fresh OS entropy. ``seed=`` is a deprecated alias (passing both is a
+TypeError). That seed (an int >= 0, a :class:`numpy.random.SeedSequence`, or None) and a
 ``stream`` id (a small int naming the purpose, see ``STREAM_*``) are hashed by NumPy's
 SeedSequence (``spawn_key=(..., stream)``) into a 64-bit ``key`` and an odd 64-bit ``gamma``.
 The ``i``-th 64-bit output of the stream is the SplitMix64 output
