@@ -13,7 +13,13 @@ import numpy as np
 from numba import prange
 
 from .._jit import dual_kernel
-from ..random import counter_sign, counter_uniform, floyd_sample_into
+from ..random import (
+    counter_below,
+    counter_sign,
+    counter_uniform,
+    floyd_sample_into,
+    mix64,
+)
 from .simd import LANES, axpy_lanes
 
 #: budget for the per-partition accumulators of row-partitioned scatter kernels (bytes).
@@ -64,13 +70,47 @@ def reduce_partitions(bufs):
     return out
 
 
+_U64 = np.uint64
+_ONE = np.uint64(1)
+_LO32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+
+
 @numba.njit(cache=True, inline="always")
-def _hash_block(kb, gb, ks, gs, j0, j1, m, s, scale, rows, vals):
-    """rows[j - j0] and vals[j - j0] of columns j0 <= j < j1 of S (rows as ``hash_table``)."""
-    for j in range(j0, j1):
-        floyd_sample_into(kb, gb, j * s, s, m, rows[j - j0])
-        for t in range(s):
-            vals[j - j0, t] = scale * counter_sign(ks, gs, j * s + t)
+def _below_small(key, gamma, i, n):
+    """``random.counter_below(key, gamma, i, n)`` for 1 <= n < 2^32, bit for bit: the high
+    word of x * n is (x_hi n + (x_lo n >> 32)) >> 32 exactly (no sum overflows 64 bits when n
+    < 2^32), two 32 x 32 -> 64 products that vectorise, where the general 64 x 64 form
+    compiles to a scalar ``mulx``."""
+    x = mix64(key + gamma * (_U64(i) + _ONE))
+    nn = _U64(n)
+    return np.int64(((x >> _S32) * nn + (((x & _LO32) * nn) >> _S32)) >> _S32)
+
+
+@numba.njit(cache=True, inline="always")
+def _hash_block(kb, gb, ks, gs, j0, nb, m, s, scale, rows, vals):
+    """rows[t, i] and vals[t, i] of column j0 + i of S (i < nb, t < s): the entries of
+    ``hash_table``, stored t-major so that every loop runs over i and vectorises (Floyd's
+    sample, draw t: r = below(upper + 1) replaced by upper when an earlier draw took r; the
+    earlier draws are distinct, so at most one matches and the order of the tests is free)."""
+    small = m < 2**32
+    for t in range(s):
+        upper = m - s + t
+        rt = rows[t]
+        if small:
+            for i in range(nb):
+                rt[i] = _below_small(kb, gb, (j0 + i) * s + t, upper + 1)
+        else:
+            for i in range(nb):
+                rt[i] = counter_below(kb, gb, (j0 + i) * s + t, upper + 1)
+        for q in range(t):
+            rq = rows[q]
+            for i in range(nb):
+                r = rt[i]
+                rt[i] = upper if rq[i] == r else r
+        vt = vals[t]
+        for i in range(nb):
+            vt[i] = scale * counter_sign(ks, gs, (j0 + i) * s + t)
 
 
 @dual_kernel
@@ -78,7 +118,7 @@ def hash_apply_rows(A, kb, gb, ks, gs, m, s, scale, n_parts):
     """Partial sums of S @ A per row partition (reduce with ``reduce_partitions``) for dense A
     read row by row (C-order or any strided view): one pass, float64 accumulators.
 
-    Each partition hashes ``_HASH_BLOCK`` rows at a time in one tight loop (no memory traffic),
+    Each partition hashes ``_HASH_BLOCK`` rows at a time in vectorised loops (``_hash_block``),
     then scatters them; rows with unit stride are added 8 lanes at a time (``axpy_lanes``:
     the scalar loop's roundings, vectorised), the remaining columns one by one. Every output
     entry of a partition sums its rows in row order, then t order, as the scalar loop does."""
@@ -88,17 +128,17 @@ def hash_apply_rows(A, kb, gb, ks, gs, m, s, scale, n_parts):
     for p in prange(n_parts):
         lo = p * n // n_parts
         hi = (p + 1) * n // n_parts
-        rows = np.empty((_HASH_BLOCK, s), dtype=np.int64)
-        vals = np.empty((_HASH_BLOCK, s), dtype=np.float64)
+        rows = np.empty((s, _HASH_BLOCK), dtype=np.int64)
+        vals = np.empty((s, _HASH_BLOCK), dtype=np.float64)
         acc = bufs[p]
         for j0 in range(lo, hi, _HASH_BLOCK):
             j1 = min(hi, j0 + _HASH_BLOCK)
-            _hash_block(kb, gb, ks, gs, j0, j1, m, s, scale, rows, vals)
+            _hash_block(kb, gb, ks, gs, j0, j1 - j0, m, s, scale, rows, vals)
             for j in range(j0, j1):
                 src = A[j]
                 for t in range(s):
-                    b = rows[j - j0, t]
-                    v = vals[j - j0, t]
+                    b = rows[t, j - j0]
+                    v = vals[t, j - j0]
                     for c0 in range(0, dv, LANES):
                         axpy_lanes(acc, b, c0, v, A, j, c0)
                     dst = acc[b]
