@@ -259,7 +259,7 @@ def test_exact_leverage_scores_match_numpy(client, rank, chunks):
 def test_sketched_leverage_scores_match_the_in_memory_method(client):
     K = _keys(4000, 8, 8, seed=9)
     X = da.from_array(K, chunks=((1, 1999, 2000), 8))
-    kw = {"method": "sketch", "seed": 11, "sketch_kind": "sparse_sign", "nnz_per_col": 4}
+    kw = {"method": "sketch", "rng": 11, "sketch_kind": "sparse_sign", "nnz_per_col": 4}
     out = sketchla.distributed.leverage_scores(X, **kw).compute()
     ref = sketchla.leverage_scores(K, **kw)
     # same sketch (same seed); the in-memory method may run its last product in float32

@@ -340,7 +340,7 @@ def test_leverage_scores(method, rtol, sketch_size, sketch_kind, nnz, seed, data
         # the same sketch S A, rounded differently (a tree of chunk sums): compared where S A
         # is well conditioned (for a singular S A the rank decision and the pivots at ties of
         # the pivoted QR may go either way, for both)
-        mkw = {"seed": seed, "sketch_size": sketch_size, "sketch_kind": sketch_kind}
+        mkw = {"rng": seed, "sketch_size": sketch_size, "sketch_kind": sketch_kind}
         ref = sketchla.leverage_scores(A.f64, method="sketch", nnz_per_col=nnz, **mkw)
         np.testing.assert_allclose(out, ref, rtol=1e-2, atol=1e-3 * max(1.0, ref.max()))
 
