@@ -40,6 +40,7 @@ import numpy as np
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .._backend import as_dense, check_finite, check_int, check_real
+from .._torch import accepts_torch
 from ._inputs import check_attention_inputs, flatten_heads, raise_for_overflow
 from .exact import BLOCK_K, exact_attention_2d, softmax_row_panels
 
@@ -83,6 +84,7 @@ def spectral_error(
 ) -> tuple[float, dict]: ...
 
 
+@accepts_torch("Q", "K", "V", "approx")
 def spectral_error(
     Q,
     K,

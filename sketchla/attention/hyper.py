@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import check_int
+from .._torch import accepts_torch
 from ..random import UNSET, RngLike, SeedLike
 from .engine import AttentionResult, Composition, run_attention
 from .estimators import Uniform
@@ -40,6 +41,7 @@ from .selectors import SortLSH
 __all__ = ["hyper_attention"]
 
 
+@accepts_torch("Q", "K", "V")
 def hyper_attention(
     Q: Any,
     K: Any,

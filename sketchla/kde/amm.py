@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, raise_for_nonfinite
+from .._torch import accepts_torch
 from ..random import (
     STREAM_AMM_SAMPLES,
     UNSET,
@@ -67,6 +68,7 @@ def amm_probabilities(A: np.ndarray, B: np.ndarray, probs="rownorm") -> np.ndarr
     return p / total
 
 
+@accepts_torch("A", "B")
 def approx_matmul(
     A,
     B,

@@ -25,6 +25,7 @@ import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, raise_for_nonfinite
 from .._kernels import lsh as kernels
+from .._torch import accepts_torch
 from ..random import (
     STREAM_SIMHASH_PLANES,
     UNSET,
@@ -112,6 +113,7 @@ class SimHash:
         raise_for_nonfinite(P, {"X": X})
         return P
 
+    @accepts_torch("X")
     def codes(self, X: Any) -> np.ndarray:
         """Codes of the rows of X (..., d): uint64 array of shape (...), bit b = sign of
         hyperplane b (set iff the projection is > 0; projections accumulate in float64)."""
@@ -131,6 +133,7 @@ class SimHash:
             )
         return codes.reshape(X.shape[:-1])
 
+    @accepts_torch("X")
     def sort_order(self, X: Any) -> np.ndarray:
         """The sortLSH permutation of the rows of X (..., n, d): shape (..., n) int64.
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import as_dense, compute_dtype, is_sparse
+from .._torch import accepts_torch
 from ..random import UNSET, RngLike, SeedLike, external_stacklevel, resolve_rng
 from ._base import SketchOperator, lazy_forward
 from .gaussian import GaussianSketch
@@ -27,6 +28,7 @@ KINDS: dict[str, Callable[..., SketchOperator]] = {
 }
 
 
+@accepts_torch("A")
 def sketch(
     A: Any,
     m: int,

@@ -30,6 +30,7 @@ from .._backend import (
     is_sparse,
     raise_for_nonfinite,
 )
+from .._torch import accepts_torch
 from ..random import (
     UNSET,
     RngLike,
@@ -204,9 +205,11 @@ class SketchOperator:
         """Adjust a shallow copy cut at local column ``start`` (see :meth:`column_block`)."""
 
     # -- application -----------------------------------------------------------------------
+    @accepts_torch("A")
     def __matmul__(self, A: Any) -> np.ndarray:
         return self._forward(A, "A")
 
+    @accepts_torch("Y")
     def __rmatmul__(self, Y: Any) -> np.ndarray:
         return _transpose_result(self._adjoint(_transpose_input(Y, "Y"), "Y.T"))
 
@@ -323,9 +326,11 @@ class _TransposedSketch:
     matmat = matvec
     rmatmat = rmatvec
 
+    @accepts_torch("Y")
     def __matmul__(self, Y: Any) -> np.ndarray:
         return self._op._adjoint(Y, "Y")
 
+    @accepts_torch("B")
     def __rmatmul__(self, B: Any) -> np.ndarray:
         return _transpose_result(self._op._forward(_transpose_input(B, "B"), "B.T"))
 

@@ -13,6 +13,7 @@ from scipy.linalg.blas import dtrsm
 
 from .._backend import as_dense, check_finite, check_int, check_real
 from .._threads import serial_blas
+from .._torch import accepts_torch
 from ..operators import KINDS
 from ..random import (
     UNSET,
@@ -191,6 +192,7 @@ def _blocked_row_sq_norms(
     return out
 
 
+@accepts_torch("A")
 def leverage_scores(
     A,
     method: str = "qr",
@@ -283,6 +285,7 @@ def leverage_scores(
     return scores.astype(A.dtype, copy=False)
 
 
+@accepts_torch("A")
 def online_leverage_scores(A, ridge: float = 1e-6, *, block_size: int = 256) -> np.ndarray:
     r"""Online ridge leverage scores (Cohen, Musco & Pachocki 2016): each row scored against
     the rows before it,

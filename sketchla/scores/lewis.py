@@ -19,6 +19,7 @@ from itertools import combinations_with_replacement
 import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, check_real
+from .._torch import accepts_torch
 from .leverage import leverage_scores
 
 __all__ = ["LewisInfo", "lewis_weights", "sensitivity_bounds"]
@@ -106,6 +107,7 @@ def _lewis(A: np.ndarray, p: float, tol: float, max_iter: int):
     return w, T, n_iter, step
 
 
+@accepts_torch("A")
 def lewis_weights(
     A,
     p: float,
@@ -213,6 +215,7 @@ def _monomial_lift(A: np.ndarray, q: int) -> np.ndarray:
 _METHODS = ("lewis", "lift", "best")
 
 
+@accepts_torch("A")
 def sensitivity_bounds(
     A,
     p: float,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, check_real
+from .._torch import accepts_torch
 from ..random import UNSET, RngLike, SeedLike, external_stacklevel, rng_alias
 from .causal import prefix_leverage_scores
 from .leverage import leverage_scores
@@ -36,6 +37,7 @@ def _causal_scores(K: np.ndarray, p: float) -> np.ndarray:
     raise ValueError(f"causal=True needs p <= 2 or an even integer p, got p={p}")
 
 
+@accepts_torch("K")
 def universal_set(
     K,
     eps: float,
