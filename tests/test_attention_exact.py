@@ -135,8 +135,8 @@ def test_blocks_do_not_change_the_result_beyond_rounding():
         ((np.ones((2, 4, 3)), np.ones((3, 5, 3)), np.ones((3, 5, 2))), {}, ValueError, "leading"),
         ((np.ones((2, 4, 3)), np.ones((5, 3)), np.ones((5, 2))), {}, ValueError, "dimensions"),
         ((np.ones(3), np.ones((5, 3)), np.ones((5, 2))), {}, ValueError, "Q must have shape"),
-        (
-            (np.ones((4, 3)), np.ones((5, 3)), np.ones((5, 2))),
+        (  # causal aligns bottom-right: more queries than keys leave the first ones no key
+            (np.ones((6, 3)), np.ones((5, 3)), np.ones((5, 2))),
             {"causal": True},
             ValueError,
             "causal",

@@ -249,8 +249,8 @@ ONES = {"Q": np.ones((6, 3)), "K": np.ones((6, 3)), "V": np.ones((6, 2))}
             ValueError,
             "local_window",
         ),
-        (
-            {"eps": 0.1, "K": np.ones((7, 3)), "V": np.ones((7, 2)), "causal": True},
+        (  # causal aligns bottom-right: more queries than keys leave the first ones no key
+            {"eps": 0.1, "Q": np.ones((8, 3)), "causal": True},
             ValueError,
             "causal",
         ),

@@ -99,7 +99,9 @@ def problems(draw):
 @given(problems())
 def test_property_matches_dense(problem):
     Q, K, V, approx, causal, scale = problem
-    ratio, diag = spectral_error(Q, K, V, approx, causal, scale, return_diagnostics=True)
+    ratio, diag = spectral_error(
+        Q, K, V, approx, causal=causal, scale=scale, return_diagnostics=True
+    )
     P = dense_softmax(Q, K, causal, scale)[0]
     np.testing.assert_allclose(ratio, dense_ratio(Q, K, V, approx, causal, scale), rtol=1e-7)
     assert diag["softmax_op_norm"] <= np.linalg.norm(P, 2) * (1 + 1e-12)

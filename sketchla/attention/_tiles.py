@@ -60,6 +60,11 @@ class Problem:
     k_start: int = 0
     root: Problem | None = None
     cache: dict = field(default_factory=dict)
+    #: (B,) key/value head of each query head (grouped-query attention: K and V are indexed,
+    #: never copied per head); None is the identity
+    kv: np.ndarray | None = None
+    #: (B_kv, n_k) bool, True = padded key (never attended, drawn or selected), or None
+    pad: np.ndarray | None = None
     #: None: softmax weights e^s; p > 0: polynomial weights |s|^p = e^{p log|s|}, so the same
     #: partials and merges serve LevAttention's polynomial kernels
     kernel_p: float | None = None
@@ -81,6 +86,20 @@ class Problem:
         return self.q.dtype
 
     @property
+    def kv_index(self) -> np.ndarray:
+        """(B,) key/value head of each query head."""
+        return np.arange(self.B) if self.kv is None else self.kv
+
+    @property
+    def padded(self) -> np.ndarray | None:
+        """(B, n_k) bool padding mask per query head, or None."""
+        return None if self.pad is None else self.pad[self.kv_index]
+
+    def keys_of(self, b: int) -> np.ndarray:
+        """The (n_k, d) keys of query head b."""
+        return self.k[self.kv_index[b]]
+
+    @property
     def top(self) -> Problem:
         """The root problem of the call (itself at the root)."""
         return self if self.root is None else self.root
@@ -96,6 +115,8 @@ class Problem:
             self.k_start + ks,
             self.top,
             kernel_p=self.kernel_p,
+            kv=self.kv,
+            pad=None if self.pad is None else self.pad[:, ks:ke],
         )
 
     def visible_keys(self, q_stop: int) -> int:
@@ -199,7 +220,7 @@ def tile_partial(
     control-variate moments of each query's unweighted logits (``mom (B, n_q, 2, 9)``,
     ``mom_max (B, n_q)``; draw halves by column parity).
     """
-    B, v = prob.B, prob.v
+    B, v, kv = prob.B, prob.v, prob.kv_index
     nt, r, c = tiles.n_tiles, tiles.size, k_idx.shape[-1]
     q_idx = tiles.padded().reshape(B * nt, r)
     k_idx = k_idx.reshape(B * nt, c)
@@ -215,7 +236,8 @@ def tile_partial(
     mom_max = None if stats is None else np.empty((B * nt, r))
     for s, e in _chunks(B * nt, r * c):
         bt, qt, kt = batch[s:e], q_idx[s:e], k_idx[s:e]
-        S = _gather(prob.q, bt, qt) @ _gather(prob.k, bt, kt).transpose(0, 2, 1)
+        kvt = kv[bt]
+        S = _gather(prob.q, bt, qt) @ _gather(prob.k, kvt, kt).transpose(0, 2, 1)
         if prob.kernel_p is not None:
             with np.errstate(divide="ignore"):
                 np.log(np.abs(S, out=S), out=S)
@@ -223,6 +245,9 @@ def tile_partial(
         if log_w is not None:
             S += log_w[s:e, None, :]
         drop = None if key_ok is None else ~key_ok[s:e, None, :]
+        if prob.pad is not None:
+            padded = prob.pad[kvt[:, None], kt][:, None, :]
+            drop = padded if drop is None else drop | padded
         visible = prob.causal_mask(qt, kt)
         if visible is not None:
             drop = ~visible if drop is None else drop | ~visible
@@ -238,7 +263,7 @@ def tile_partial(
             mom_max[s:e], mom[s:e] = tile_moments(
                 S, weights, stats.mu[rows], stats.inv_sigma[rows], stats.halves, work=S.nbytes
             )
-        Vt = None if v is None else _gather(v, bt, kt)
+        Vt = None if v is None else _gather(v, kvt, kt)
         lse[s:e], o, l2 = softmax_partial(S, Vt, want_sq)
         if out is not None:
             out[s:e] = o

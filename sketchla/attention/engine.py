@@ -29,11 +29,12 @@ n_q < n_k) has two schemes:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from .._backend import check_int
+from .._torch import accepts_torch
 from ..random import UNSET, RngLike, SeedLike, child_seed, external_stacklevel, resolve_rng
 from ._inputs import check_attention_inputs, flatten_heads, raise_for_overflow
 from ._tiles import Membership, Problem, Standardisation, index_tiles, tile_partial
@@ -41,7 +42,7 @@ from .control import logit_standardisation
 from .estimators import ControlVariate, Importance, LightEstimator, Uniform
 from .exact import exact_attention_2d
 from .multiround import multiround_partials
-from .partial import Partial, merge_all, merge_partials
+from .partial import AttentionResult, Partial, merge_all, merge_partials
 from .selectors import (
     KeySelector,
     MaskSelection,
@@ -54,14 +55,6 @@ from .selectors import (
 __all__ = ["AttentionResult", "Composition", "approx_attention", "evaluate"]
 
 CAUSAL_SCHEMES = ("blocks", "halving")
-
-
-class AttentionResult(NamedTuple):
-    """``out (..., n_q, d_v)`` and ``lse (..., n_q)``, the log of each row's (estimated)
-    softmax denominator; returned by every solver called with ``return_lse=True``."""
-
-    out: np.ndarray
-    lse: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -173,7 +166,7 @@ class Evaluation:
     exact: list[Partial]
     light: Partial | None
     never: np.ndarray | None = None
-    fpc: float = 1.0
+    fpc: float | np.ndarray = 1.0
     removed: np.ndarray | None = None
     claimed: Membership | None = None
 
@@ -192,7 +185,7 @@ def evaluate(
     control = isinstance(comp.rest, ControlVariate)
     stats = None
     if control:
-        pairs = [logit_standardisation(prob.q[b], prob.k[b]) for b in range(prob.B)]
+        pairs = [logit_standardisation(prob.q[b], prob.keys_of(b)) for b in range(prob.B)]
         stats = Standardisation(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
     sels: list[Selection] = []
     never = None
@@ -221,16 +214,19 @@ def evaluate(
     rest = comp.rest
     if comp.multiround is not None:
         mr = comp.multiround
+        padded = prob.padded
+        exclude = padded if never is None else (never if padded is None else never | padded)
         heavy, light = multiround_partials(
             prob.q,
             prob.k,
             prob.v,
+            kv=prob.kv_index,
             block_size=mr.block_size,
             n_rounds=mr.n_rounds,
             n_bits=mr.bits(prob.n_k),
             sample_size=0 if rest is None else rest.sample_size,
             seed=node_seed,
-            exclude=never,
+            exclude=exclude,
             norm_aware=mr.norm_aware,
             control=control,
         )
@@ -303,8 +299,12 @@ def _halving(prob, comp, rng, node, tile, min_seq_len) -> Partial:
     if n <= min_seq_len:
         lse = np.empty((prob.B, n), dtype=prob.dtype)
         out = np.empty((prob.B, n, prob.v.shape[-1]), dtype=prob.dtype)
-        for b in range(prob.B):
-            out[b], lse[b] = exact_attention_2d(prob.q[b], prob.k[b], prob.v[b], True, 1.0)
+        padded = prob.padded
+        for b, h in enumerate(prob.kv_index):
+            out[b], lse[b] = exact_attention_2d(
+                prob.q[b], prob.k[h], prob.v[h], True, 1.0,
+                key_padding=None if padded is None else padded[b],
+            )  # fmt: skip
         return Partial(lse, out)
     h = n // 2
     kw = {"scheme": "halving", "min_seq_len": min_seq_len, "tile": tile}
@@ -340,14 +340,18 @@ def run_attention(
     min_seq_len: int,
     tile: int,
     return_lse: bool,
+    key_padding_mask: Any = None,
+    kernel_p: float | None = None,
 ) -> np.ndarray | AttentionResult:
     """Validate, flatten the heads, solve, and put the result back in the caller's shape."""
     if not isinstance(return_lse, bool | np.bool_):
         raise TypeError(f"return_lse must be a bool, got {type(return_lse).__name__}")
     scheme, min_seq_len, tile = check_scheme(causal_scheme, min_seq_len, tile)
-    inp = check_attention_inputs(Q, K, V, causal, scale)
+    inp = check_attention_inputs(Q, K, V, causal, scale, key_padding_mask=key_padding_mask)
     if inp.causal and scheme == "blocks":
         comp.check_block_causal()
+    if inp.key_padding is not None and isinstance(comp.rest, ControlVariate):
+        raise ValueError("rest: ControlVariate does not support key_padding_mask")
     if inp.causal and scheme == "halving" and inp.n_q != inp.n_k:
         raise ValueError(
             f"causal_scheme='halving' needs n_q == n_k, got n_q = {inp.n_q} and n_k = {inp.n_k}; "
@@ -356,17 +360,29 @@ def run_attention(
     seq = resolve_rng(rng, seed, stacklevel=external_stacklevel())
     q = flatten_heads(inp.Q) * inp.dtype.type(inp.scale)
     k, v = flatten_heads(inp.K), flatten_heads(inp.V)
-    prob = Problem(q, k, v, inp.causal, q_start=inp.n_k - inp.n_q if inp.causal else 0)
+    prob = Problem(
+        q,
+        k,
+        v,
+        inp.causal,
+        q_start=inp.n_k - inp.n_q if inp.causal else 0,
+        kv=inp.kv_index if inp.group > 1 else None,
+        pad=inp.key_padding,
+        kernel_p=kernel_p,
+    )
     with np.errstate(over="ignore", invalid="ignore"):  # reported below
         part = solve(prob, comp, seq, scheme=scheme, min_seq_len=min_seq_len, tile=tile)
     assert part.out is not None
-    raise_for_overflow(inp.dtype, part.out, part.lse)
+    # a row with a kept key whose weights overflowed has lse = +inf or nan: report it
+    bad = ~np.isfinite(part.lse) & ~np.isneginf(part.lse)
+    raise_for_overflow(inp.dtype, np.where(bad[..., None], np.nan, part.out), part.lse)
     out = inp.unflatten(part.out.astype(inp.dtype, copy=False))
     if return_lse:
         return AttentionResult(out, inp.unflatten(part.lse.astype(inp.dtype, copy=False)))
     return out
 
 
+@accepts_torch("Q", "K", "V")
 def approx_attention(
     Q: Any,
     K: Any,
@@ -376,6 +392,7 @@ def approx_attention(
     rest: LightEstimator | None = None,
     causal: bool = False,
     scale: float | None = None,
+    key_padding_mask: Any = None,
     rng: RngLike = None,
     causal_scheme: str = "blocks",
     min_seq_len: int = 4096,
@@ -389,8 +406,8 @@ def approx_attention(
 
     Parameters
     ----------
-    Q, K, V : array_like, shapes (..., n_q, d), (..., n_k, d), (..., n_k, d_v)
-        Validated as by :func:`sketchla.exact_attention`.
+    Q, K, V : array_like, shapes (..., H, n_q, d), (..., H_kv, n_k, d), (..., H_kv, n_k, d_v)
+        Validated as by :func:`sketchla.exact_attention` (grouped-query K and V included).
     keys : KeySelector or None
         The keys each query attends exactly: a selector of :mod:`sketchla.attention` or a union
         of them, e.g. ``Sinks(4) | Window(256) | SortLSH(256)``. None: no exact keys.
@@ -403,6 +420,9 @@ def approx_attention(
         for n_q == n_k). torch's SDPA aligns top-left instead.
     scale : float, optional
         Logit scale, default ``1/sqrt(d)``.
+    key_padding_mask : array_like of bool, optional
+        ``(*batch, n_k)``; True marks a padded key: it never enters a softmax, is never drawn
+        and takes no part in any key selection (sortLSH orders it after every real key).
     rng : int, SeedSequence, numpy Generator or None
         Seeds the hashes and the samples (SPEC 7); None draws fresh entropy.
     causal_scheme : {"blocks", "halving"}
@@ -445,4 +465,5 @@ def approx_attention(
     return run_attention(
         Q, K, V, comp, causal=causal, scale=scale, rng=rng, seed=UNSET,
         causal_scheme=causal_scheme, min_seq_len=min_seq_len, tile=tile, return_lse=return_lse,
+        key_padding_mask=key_padding_mask,
     )  # fmt: skip

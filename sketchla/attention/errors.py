@@ -174,6 +174,11 @@ def spectral_error(
     if not isinstance(return_diagnostics, (bool, np.bool_)):
         raise TypeError(f"return_diagnostics must be a bool, got {type(return_diagnostics)}")
     inp = check_attention_inputs(Q, K, V, causal, scale)
+    if inp.causal and inp.n_q != inp.n_k:
+        raise ValueError(
+            f"spectral_error with causal=True needs n_q == n_k (the square causal problem), got "
+            f"n_q = {inp.n_q} and n_k = {inp.n_k}"
+        )
     approx = as_dense(approx, "approx", ndim=(inp.Q.ndim,))
     expected = (*inp.batch_shape, inp.n_q, inp.d_v)
     if approx.shape != expected:
@@ -236,6 +241,8 @@ def softmax_op_norm(
     docstring), at least :math:`\sqrt{n_q / n_k}`.
     """
     inp = check_attention_inputs(Q, K, np.zeros((*np.shape(K)[:-1], 1)), causal, scale)
+    if inp.causal and inp.n_q != inp.n_k:
+        raise ValueError(f"causal=True needs n_q == n_k here, got {inp.n_q} and {inp.n_k}")
     if inp.batch_shape:
         raise ValueError(f"Q must be 2-D (one head), got shape {inp.Q.shape}")
     tol = check_real(tol, "tol", 0.0, 1.0, min_inclusive=False)

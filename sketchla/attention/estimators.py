@@ -54,7 +54,7 @@ class Draws:
     idx: np.ndarray
     ok: np.ndarray | None
     log_w: np.ndarray
-    fpc: float = 1.0
+    fpc: float | np.ndarray = 1.0
 
 
 class LightEstimator:
@@ -84,53 +84,80 @@ class LightEstimator:
     ) -> Draws:
         m, B, nt = self.sample_size, prob.B, tiles.n_tiles
         weights = self.key_weights(prob, claimed, rng)
+        padded = prob.padded
+        if padded is not None:  # padding is never drawn
+            never = padded if never is None else never | padded
         if prob.causal:
-            return self._causal_draws(prob, tiles, rng, weights)
+            return self._causal_draws(prob, tiles, rng, weights, never)
+        if not self.replace and never is not None:
+            return self._eligible_without_replacement(prob, nt, rng, never)
         probs = defensive_mixture(B, prob.n_k, never, weights)
-        n_draw = prob.n_k
-        if not self.replace and never is not None and probs is not None:
-            raise ValueError(
-                "replace=False draws uniformly from every key: it cannot be combined with key "
-                "masks (Sinks, KeyIndices, TopNorm, UniversalSet) outside the multi-round path"
-            )
-        if not self.replace and m > n_draw:
-            raise ValueError(f"replace=False needs sample_size <= {n_draw} keys, got {m}")
-        s = draw_samples(rng, B, n_draw, m, probs, self.replace, None if self.shared else nt)
+        if not self.replace and m > prob.n_k:
+            raise ValueError(f"replace=False needs sample_size <= n_k = {prob.n_k}, got {m}")
+        s = draw_samples(rng, B, prob.n_k, m, probs, self.replace, None if self.shared else nt)
         idx, log_w = s.idx, s.log_w
         if self.shared:
             idx, log_w = (np.broadcast_to(a[:, None, :], (B, nt, m)) for a in (idx, log_w))
         return Draws(idx, None, log_w, s.fpc)
 
-    def _causal_draws(self, prob, tiles, rng, weights) -> Draws:
-        """Tile j of consecutive queries draws from the ``lo_j`` keys before its first query
-        (all of them, exactly, when ``lo_j <= m``)."""
+    def _eligible_without_replacement(self, prob, nt, rng, never) -> Draws:
+        """Uniform draws without replacement from the N_b keys outside ``never`` of each
+        head (Horvitz-Thompson weights N_b / m), one set per tile (or one for all)."""
+        m, B = self.sample_size, prob.B
+        sets = 1 if self.shared else nt
+        idx = np.empty((B, sets, m), dtype=np.int64)
+        log_w = np.empty((B, sets, m))
+        fpc = np.empty((B, 1))
+        for b in range(B):
+            eligible = np.flatnonzero(~never[b])
+            n_b = len(eligible)
+            if m > n_b:
+                raise ValueError(
+                    f"replace=False needs sample_size <= the {n_b} keys that can be drawn "
+                    f"(outside the key masks and padding), got sample_size={m}"
+                )
+            for t in range(sets):
+                child = stream(child_seed(rng, b * sets + t), STREAM_LIGHT_SAMPLES)
+                idx[b, t] = eligible[child.sample_without_replacement(m, n_b)]
+            log_w[b] = np.log(n_b) - np.log(m)
+            fpc[b] = 1.0 - m / n_b
+        if self.shared:
+            idx, log_w = (np.broadcast_to(a, (B, nt, m)) for a in (idx, log_w))
+        return Draws(idx, None, log_w, fpc)
+
+    def _causal_draws(self, prob, tiles, rng, weights, never) -> Draws:
+        """Tile j of consecutive queries draws from the N_j eligible keys (not in ``never``)
+        before its first query, all of them exactly when N_j <= m."""
         m, B, nt, r = self.sample_size, prob.B, tiles.n_tiles, tiles.size
         lo = np.clip(prob.q_start - prob.k_start + np.arange(nt) * r, 0, prob.n_k)
         s = stream(rng, STREAM_LIGHT_SAMPLES)
-        idx = np.empty((B, nt, m), dtype=np.int64)
+        idx = np.zeros((B, nt, m), dtype=np.int64)
         log_w = np.zeros((B, nt, m))
         ok = np.ones((B, nt, m), dtype=bool)
         if weights is not None:  # i.i.d. from the whole distribution; later keys masked
-            p = defensive_mixture(B, prob.n_k, None, weights)
+            p = defensive_mixture(B, prob.n_k, never, weights)
             d = draw_samples(rng, B, prob.n_k, m, p, True, nt)
             idx[:], log_w[:] = d.idx, d.log_w
             ok &= idx < lo[None, :, None]
-        for j in range(nt):
-            if lo[j] <= m:  # every earlier key, exactly
-                idx[:, j] = np.minimum(np.arange(m), max(lo[j] - 1, 0))
-                ok[:, j] = np.arange(m) < lo[j]
-                log_w[:, j] = 0.0
-            elif weights is not None:
-                continue
-            elif self.replace:
-                u = s.uniform(np.arange(B * m) + (j * B * m)).reshape(B, m)
-                idx[:, j] = np.minimum((u * lo[j]).astype(np.int64), lo[j] - 1)
-                log_w[:, j] = np.log(lo[j]) - np.log(m)
-            else:
-                for b in range(B):
+        for b in range(B):
+            eligible = np.arange(prob.n_k) if never is None else np.flatnonzero(~never[b])
+            counts = np.searchsorted(eligible, lo)  # N_j
+            for j in range(nt):
+                n_j = int(counts[j])
+                if n_j <= m:  # every eligible earlier key, exactly
+                    idx[b, j, :n_j] = eligible[:n_j]
+                    ok[b, j] = np.arange(m) < n_j
+                    log_w[b, j] = 0.0
+                elif weights is not None:
+                    continue
+                elif self.replace:
+                    u = s.uniform(np.arange(m) + ((b * nt + j) * m))
+                    idx[b, j] = eligible[np.minimum((u * n_j).astype(np.int64), n_j - 1)]
+                    log_w[b, j] = np.log(n_j) - np.log(m)
+                else:
                     child = stream(child_seed(rng, b * nt + j), STREAM_LIGHT_SAMPLES)
-                    idx[b, j] = child.sample_without_replacement(m, int(lo[j]))
-                log_w[:, j] = np.log(lo[j]) - np.log(m)
+                    idx[b, j] = eligible[child.sample_without_replacement(m, n_j)]
+                    log_w[b, j] = np.log(n_j) - np.log(m)
         return Draws(idx, ok, log_w)
 
 
@@ -195,7 +222,7 @@ class Importance(LightEstimator):
         if isinstance(w, str) and w == "vnorm":
             if prob.v is None:
                 raise ValueError("Importance(weights='vnorm') needs V")
-            return np.einsum("bnc,bnc->bn", prob.v, prob.v, dtype=np.float64)
+            return np.einsum("bnc,bnc->bn", prob.v, prob.v, dtype=np.float64)[prob.kv_index]
         if isinstance(w, str):
             return pilot_rows(prob, claimed, self.pilot_size, rng)[1]
         arr = np.asarray(w, dtype=np.float64)
@@ -236,12 +263,14 @@ def pilot_rows(
     B, n_q, n_k = prob.B, prob.n_q, prob.n_k
     t = min(pilot_size, n_q)
     rows = stream(rng, STREAM_PILOT_ROWS).sample_without_replacement(t, n_q)
-    S = prob.q[:, rows] @ prob.k.transpose(0, 2, 1)  # (B, t, n_k)
+    S = np.stack([prob.q[b, rows] @ prob.keys_of(b).T for b in range(B)])  # (B, t, n_k)
     q = np.broadcast_to(rows, (B, t))
     k = np.broadcast_to(np.arange(n_k), (B, n_k))
     b = np.arange(B)
     drop = prob.causal_mask(q, k)
     drop = None if drop is None else ~drop
+    if prob.padded is not None:
+        drop = prob.padded[:, None, :] if drop is None else drop | prob.padded[:, None, :]
     if claimed is not None:
         c = claimed(b, q, k)
         drop = c if drop is None else drop | c

@@ -20,12 +20,13 @@ is :math:`O(\mathrm{block\_q} \cdot \mathrm{block\_k} + n_q d_v)` besides the in
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal, overload
 
 import numpy as np
 
 from .._backend import check_int
+from .._torch import accepts_torch
 from ._inputs import check_attention_inputs, raise_for_overflow
+from .partial import AttentionResult
 
 __all__ = ["exact_attention"]
 
@@ -36,96 +37,54 @@ BLOCK_Q = 1024
 BLOCK_K = 4096
 
 
-@overload
+@accepts_torch("Q", "K", "V")
 def exact_attention(
     Q,
     K,
     V,
-    causal: bool = ...,
-    scale: float | None = ...,
-    return_lse: Literal[False] = ...,
     *,
-    block_q: int = ...,
-    block_k: int = ...,
-) -> np.ndarray: ...
-
-
-@overload
-def exact_attention(
-    Q,
-    K,
-    V,
-    causal: bool,
-    scale: float | None,
-    return_lse: Literal[True],
-    *,
-    block_q: int = ...,
-    block_k: int = ...,
-) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-@overload
-def exact_attention(
-    Q,
-    K,
-    V,
-    causal: bool = ...,
-    scale: float | None = ...,
-    *,
-    return_lse: Literal[True],
-    block_q: int = ...,
-    block_k: int = ...,
-) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-@overload
-def exact_attention(
-    Q,
-    K,
-    V,
-    causal: bool = ...,
-    scale: float | None = ...,
-    return_lse: bool = ...,
-    *,
-    block_q: int = ...,
-    block_k: int = ...,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
-
-
-def exact_attention(
-    Q,
-    K,
-    V,
     causal: bool = False,
     scale: float | None = None,
+    attn_mask=None,
+    key_padding_mask=None,
     return_lse: bool = False,
-    *,
     block_q: int = BLOCK_Q,
     block_k: int = BLOCK_K,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    r"""Exact scaled dot-product attention ``softmax(scale * Q K^T [+ causal mask]) V``.
+) -> np.ndarray | AttentionResult:
+    r"""Exact scaled dot-product attention ``softmax(scale * Q K^T + mask) V``.
 
     Computed blockwise with an online (log-sum-exp) softmax; see the module docstring.
 
     Parameters
     ----------
-    Q : array_like, shape (..., n_q, d)
-    K : array_like, shape (..., n_k, d)
-    V : array_like, shape (..., n_k, d_v)
-        Leading (batch / head) dimensions must be equal. Finite.
+    Q : array_like, shape (..., H, n_q, d)
+    K : array_like, shape (..., H_kv, n_k, d)
+    V : array_like, shape (..., H_kv, n_k, d_v)
+        Leading dimensions equal, except that K and V may have fewer heads (grouped-query
+        attention, ``H % H_kv == 0``; see :mod:`sketchla.attention._inputs`). Finite.
     causal : bool, default False
-        Query i attends keys ``j <= i`` only; needs ``n_q == n_k``.
+        Query i attends the keys at positions up to its own, aligned bottom-right (query i at
+        position ``n_k - n_q + i``; the usual ``j <= i`` for n_q == n_k).
     scale : float, optional
         Logit scale, default ``1 / sqrt(d)``.
+    attn_mask : array_like, optional
+        torch SDPA's mask, broadcastable to ``(..., H, n_q, n_k)``: bool (True = take part in
+        attention) or float (added to the logits; ``-inf`` excludes). Applied tile by tile,
+        from a broadcast view: a mask given as ``(n_q, n_k)`` or ``(batch, 1, n_q, n_k)`` is
+        never expanded per head.
+    key_padding_mask : array_like of bool, optional
+        ``(*batch, n_k)``, True marks a padded key (never attended).
     return_lse : bool, default False
-        Also return :math:`\mathrm{lse}_i = \log\sum_j \exp(s_{ij})` (masked entries excluded).
+        Also return :math:`\mathrm{lse}_i = \log\sum_j \exp(s_{ij})` (masked entries
+        excluded), as an ``AttentionResult(out, lse)``.
     block_q, block_k : int
         Tile size (queries, keys). Memory is O(block_q * block_k + n_q * d_v) beyond the inputs.
 
     Returns
     -------
-    out : ndarray, shape (..., n_q, d_v)
-    lse : ndarray, shape (..., n_q), only if ``return_lse``
+    out : ndarray, shape (..., H, n_q, d_v), or AttentionResult(out, lse) with ``return_lse``
+        Rows whose every key is masked are 0 (their lse is ``-inf``), where torch SDPA gives
+        NaN.
 
     Notes
     -----
@@ -150,17 +109,42 @@ def exact_attention(
     block_k = check_int(block_k, "block_k", minimum=1)
     if not isinstance(return_lse, (bool, np.bool_)):
         raise TypeError(f"return_lse must be a bool, got {type(return_lse).__name__}")
-    inp = check_attention_inputs(Q, K, V, causal, scale)
+    inp = check_attention_inputs(Q, K, V, causal, scale, key_padding_mask=key_padding_mask)
+    masks = _attn_mask(attn_mask, (*inp.batch_shape, inp.n_q, inp.n_k))
     out = np.empty((*inp.batch_shape, inp.n_q, inp.d_v), dtype=inp.dtype)
     lse = np.empty((*inp.batch_shape, inp.n_q), dtype=inp.dtype)
     out_h, lse_h = out.reshape(-1, inp.n_q, inp.d_v), lse.reshape(-1, inp.n_q)
     for h, (q, k, v) in enumerate(inp.heads()):
+        pad = None if inp.key_padding is None else inp.key_padding[inp.kv_index[h]]
+        mask = None if masks is None else masks[np.unravel_index(h, inp.batch_shape)]
         with np.errstate(over="ignore", invalid="ignore"):  # reported below
             out_h[h], lse_h[h] = exact_attention_2d(
-                q, k, v, inp.causal, inp.scale, block_q, block_k
+                q, k, v, inp.causal, inp.scale, block_q, block_k, key_padding=pad, attn_mask=mask
             )
     raise_for_overflow(inp.dtype, out, lse)
-    return (out, lse) if return_lse else out
+    return AttentionResult(out, lse) if return_lse else out
+
+
+def _attn_mask(attn_mask, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``attn_mask`` as a read-only broadcast view of ``shape`` (bool, or float additive)."""
+    if attn_mask is None:
+        return None
+    m = np.asarray(attn_mask)
+    if m.dtype.kind not in "bf":
+        raise TypeError(
+            f"attn_mask must be bool (True = attend) or float (added to the logits), got dtype "
+            f"{m.dtype}"
+        )
+    if m.dtype.kind == "f" and np.isnan(m).any():
+        raise ValueError("attn_mask must not contain NaN")
+    if m.dtype.kind == "f" and np.isposinf(m).any():
+        raise ValueError("attn_mask must not contain +inf")
+    try:
+        return np.broadcast_to(m, shape)
+    except ValueError:
+        raise ValueError(
+            f"attn_mask of shape {m.shape} does not broadcast to (..., H, n_q, n_k) = {shape}"
+        ) from None
 
 
 def causal_mask_tile(S: np.ndarray, q_start: int, k_start: int) -> None:
@@ -174,9 +158,10 @@ def causal_mask_tile(S: np.ndarray, q_start: int, k_start: int) -> None:
     S[future] = -np.inf
 
 
-def key_range(q_stop: int, n_k: int, causal: bool) -> int:
-    """Keys ``0 .. key_range - 1`` are visible to some query of a block ending at ``q_stop``."""
-    return min(q_stop, n_k) if causal else n_k
+def key_range(q_stop: int, n_k: int, causal: bool, offset: int = 0) -> int:
+    """Keys ``0 .. key_range - 1`` are visible to some query of a block ending at ``q_stop``
+    (queries at positions ``offset + i``)."""
+    return min(q_stop + offset, n_k) if causal else n_k
 
 
 def exact_attention_2d(
@@ -187,14 +172,20 @@ def exact_attention_2d(
     scale: float,
     block_q: int = BLOCK_Q,
     block_k: int = BLOCK_K,
+    *,
+    key_padding: np.ndarray | None = None,
+    attn_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One head: ``(out, lse)`` with ``out`` in q's dtype and ``lse`` in float64.
 
-    ``q``, ``k``, ``v`` are validated 2-D arrays of one float dtype. No causal row is empty
-    (query i always sees key 0 <= i), so every ``lse`` is finite.
+    ``q``, ``k``, ``v`` are validated 2-D arrays of one float dtype; causal queries sit at
+    positions ``n_k - n_q + i``; ``key_padding (n_k,)`` True marks ignored keys; ``attn_mask
+    (n_q, n_k)`` is bool (True = attend) or additive. A row with no visible key has
+    ``lse = -inf`` and output 0.
     """
     dtype = q.dtype
     n_q, n_k, d_v = q.shape[0], k.shape[0], v.shape[1]
+    offset = n_k - n_q if causal else 0
     out = np.empty((n_q, d_v), dtype=dtype)
     lse = np.empty(n_q, dtype=np.float64)
     scale = dtype.type(scale)
@@ -206,23 +197,34 @@ def exact_attention_2d(
         m = np.full(qe - qs, -np.inf)
         denom = np.zeros(qe - qs)
         numer = np.zeros((qe - qs, d_v))
-        # key block 0 comes first and every row sees key 0, so m is finite after it
-        for ks in range(0, key_range(qe, n_k, causal), block_k):
-            ke = min(ks + block_k, key_range(qe, n_k, causal))
+        stop = key_range(qe, n_k, causal, offset)
+        for ks in range(0, stop, block_k):
+            ke = min(ks + block_k, stop)
             S = np.matmul(qb, k[ks:ke].T, out=tile[: (qe - qs) * (ke - ks)].reshape(qe - qs, -1))
             if causal:
-                causal_mask_tile(S, qs, ks)
+                causal_mask_tile(S, qs + offset, ks)
+            if key_padding is not None:
+                S[:, key_padding[ks:ke]] = -np.inf
+            if attn_mask is not None:
+                tile_mask = attn_mask[qs:qe, ks:ke]
+                if tile_mask.dtype == np.bool_:
+                    np.copyto(S, -np.inf, where=~tile_mask)
+                else:
+                    S += tile_mask.astype(dtype, copy=False)
             m_new = np.maximum(m, S.max(axis=1))
-            S -= m_new.astype(dtype)[:, None]
+            shift = np.where(np.isfinite(m_new), m_new, 0.0)  # rows with nothing seen yet
+            S -= shift.astype(dtype)[:, None]
             np.exp(S, out=S)
-            rescale = np.exp(m - m_new)  # 0 on the first block (m = -inf)
+            rescale = np.exp(m - shift)  # 0 while a row has seen nothing (m = -inf)
             denom *= rescale
             denom += S.sum(axis=1)
             numer *= rescale[:, None]
             numer += S @ v[ks:ke]
             m = m_new
-        out[qs:qe] = numer / denom[:, None]
-        lse[qs:qe] = m + np.log(denom)
+        seen = denom > 0
+        out[qs:qe] = np.where(seen[:, None], numer / np.where(seen, denom, 1.0)[:, None], 0.0)
+        with np.errstate(divide="ignore"):
+            lse[qs:qe] = np.where(seen, m + np.log(denom), -np.inf)
     return out, lse
 
 

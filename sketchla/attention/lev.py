@@ -50,10 +50,9 @@ from typing import Any
 import numpy as np
 
 from .._backend import as_dense, check_int
+from .._torch import accepts_torch
 from ..random import UNSET, RngLike, SeedLike, external_stacklevel, resolve_rng
-from ._inputs import check_attention_inputs, flatten_heads, raise_for_overflow
-from ._tiles import Problem
-from .engine import Composition, check_scheme, solve
+from .engine import Composition, check_scheme, run_attention
 from .selectors import UniversalSet, Window, parse_kernel, universal_key_set
 
 __all__ = ["lev_attention", "lev_key_set"]
@@ -92,6 +91,7 @@ def lev_key_set(
     )
 
 
+@accepts_torch("Q", "K", "V")
 def lev_attention(
     Q: Any,
     K: Any,
@@ -106,6 +106,7 @@ def lev_attention(
     rng: RngLike = None,
     seed: SeedLike | Any = UNSET,
     score_method: str = "exact",
+    key_padding_mask: Any = None,
     tile: int = TILE,
 ) -> np.ndarray:
     r"""Attention of every query to the universal key set (plus a local window) only.
@@ -128,14 +129,15 @@ def lev_attention(
     local_window : int >= 0, default 0
         Query i also attends keys j with :math:`|i - j| <` ``local_window`` (causal:
         :math:`0 \le i - j <` ``local_window``); 0 adds none, 1 adds the key at the query's
-        own position. Positions are indices, so a window needs ``n_q == n_k``.
+        own position. Positions are indices (causal: aligned bottom-right), so a non-causal
+        window needs ``n_q == n_k``.
     kernel : "softmax" or ("poly", p)
         Softmax weights :math:`e^{s_{ij}}` or polynomial weights :math:`|s_{ij}|^p`, p > 0,
         normalised over the kept keys. Causal polynomial kernels need p <= 2 or an even p
         (the scores for other p are not available, ValueError).
     causal : bool, default False
-        Query i attends keys j <= i only (needs ``n_q == n_k``); no future key or value is
-        read for it.
+        Query i attends the keys up to its position only (bottom-right aligned); no future
+        key or value is read for it.
     scale : float, optional
         Logit scale, default ``1 / sqrt(d)``.
     rng : int, SeedSequence, numpy Generator or None
@@ -143,6 +145,9 @@ def lev_attention(
     seed : deprecated alias of ``rng``.
     score_method : {"exact", "sketch"}
         How the scores are computed (see :func:`lev_key_set`).
+    key_padding_mask : array_like of bool, optional
+        ``(*batch, n_k)``, True marks a padded key: never attended, and left out of the
+        scores that choose the key set.
     tile : int >= 1
         Queries per tile (a speed knob: the output is the same to rounding).
 
@@ -171,22 +176,17 @@ def lev_attention(
     keys = UniversalSet(eps, k, 2.0 if p is None else p, score_method)
     if local_window:
         keys = keys | Window(local_window)
-    inp = check_attention_inputs(Q, K, V, causal, scale)
-    if local_window and inp.n_q != inp.n_k:
-        raise ValueError(
-            f"local_window > 0 compares query and key positions and needs n_q == n_k, got "
-            f"n_q = {inp.n_q} (Q) and n_k = {inp.n_k} (K)"
-        )
+        n_q, n_k = np.shape(Q)[-2], np.shape(K)[-2]
+        if not causal and n_q != n_k:
+            raise ValueError(
+                f"local_window > 0 compares query and key positions: without causal it needs "
+                f"n_q == n_k, got n_q = {n_q} (Q) and n_k = {n_k} (K)"
+            )
     comp = Composition.of(keys, None, with_values=True)
-    if inp.causal:
-        comp.check_block_causal()
-    q = flatten_heads(inp.Q) * inp.dtype.type(inp.scale)
-    prob = Problem(q, flatten_heads(inp.K), flatten_heads(inp.V), inp.causal, kernel_p=p)
-    with np.errstate(over="ignore", invalid="ignore"):  # reported below
-        part = solve(prob, comp, seq, scheme="blocks", min_seq_len=1, tile=tile)
-    assert part.out is not None
-    out = part.out.astype(inp.dtype, copy=False)
-    # a row with a kept key whose weights overflowed has lse = +inf or nan: report it
-    bad = ~np.isfinite(part.lse) & ~np.isneginf(part.lse)
-    raise_for_overflow(inp.dtype, np.where(bad[..., None], np.nan, out))
-    return inp.unflatten(out)
+    out = run_attention(
+        Q, K, V, comp, causal=causal, scale=scale, rng=seq, seed=UNSET, causal_scheme="blocks",
+        min_seq_len=1, tile=tile, return_lse=False, key_padding_mask=key_padding_mask,
+        kernel_p=p,
+    )  # fmt: skip
+    assert isinstance(out, np.ndarray)
+    return out

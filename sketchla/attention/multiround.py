@@ -108,6 +108,7 @@ def multiround_partials(
     exclude: np.ndarray | None = None,
     norm_aware: bool = False,
     control: bool = False,
+    kv: np.ndarray | None = None,
 ) -> tuple[Partial, Partial]:
     """Heavy and light partials (see the module docstring) of batched ``Q (B, n_q, d)``
     (already scaled), ``K (B, n_k, d)``, ``V (B, n_k, d_v)`` or None, with ``exclude (B, n_k)``
@@ -118,6 +119,9 @@ def multiround_partials(
     :mod:`sketchla.attention.control` (a quadratic in the standardised logit fitted on one half of
     the draws, corrected with the other) instead of Horvitz-Thompson, and the light partial
     carries ``lse_se`` (log of its standard error) instead of ``lse2``.
+
+    ``kv (B,)``: the key/value head of each query head (grouped-query attention; K and V then
+    have ``max(kv) + 1`` heads), default the identity.
     """
     B, n_q, d = Q.shape
     n_k = K.shape[1]
@@ -137,11 +141,13 @@ def multiround_partials(
     lse = {name: np.empty((B, n_q)) for name in ("heavy", "light", "light2")}
     no_moments = np.zeros(n_q)
     outs = {name: np.empty((B, n_q, dv)) for name in ("heavy", "light")}
+    kv = np.arange(B) if kv is None else kv
     for b in range(B):
-        Kb = np.ascontiguousarray(K[b])
-        Vb = np.zeros((n_k, 0), dtype=dtype) if V is None else np.ascontiguousarray(V[b])
+        h = kv[b]
+        Kb = np.ascontiguousarray(K[h])
+        Vb = np.zeros((n_k, 0), dtype=dtype) if V is None else np.ascontiguousarray(V[h])
         ex = np.zeros(n_k, dtype=bool) if exclude is None else np.ascontiguousarray(exclude[b])
-        kpos = _gray_positions(np.ascontiguousarray(Kh[b]), planes, n_rounds, n_bits)
+        kpos = _gray_positions(np.ascontiguousarray(Kh[h]), planes, n_rounds, n_bits)
         qpos = _gray_positions(np.ascontiguousarray(Qh[b]), planes, n_rounds, n_bits)
         order, start = kernels.bucket_sort_rounds(kpos, 2**n_bits, work=kpos.nbytes)
         qorder, _ = kernels.bucket_sort_rounds(qpos, 2**n_bits, work=qpos.nbytes)

@@ -21,10 +21,19 @@ key selectors (each key once) and the estimate of its light estimator.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Partial", "merge_all", "merge_partials", "softmax_partial"]
+__all__ = ["AttentionResult", "Partial", "merge_all", "merge_partials", "softmax_partial"]
+
+
+class AttentionResult(NamedTuple):
+    """``out (..., n_q, d_v)`` and ``lse (..., n_q)``, the log of each row's (estimated)
+    softmax denominator; returned by every solver called with ``return_lse=True``."""
+
+    out: np.ndarray
+    lse: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, check_real
+from .._torch import accepts_torch
 from ..random import UNSET, RngLike, SeedLike, external_stacklevel, resolve_rng
 from ._tiles import Problem
 from .engine import Composition, evaluate
@@ -47,6 +48,7 @@ class RowSums(NamedTuple):
     stderr: np.ndarray
 
 
+@accepts_torch("Q", "K")
 def approx_rowsums(
     Q: Any,
     K: Any,
@@ -161,7 +163,7 @@ def approx_rowsums(
     return log_d
 
 
-def _log_stderr(light, log_d: np.ndarray, m: int, fpc: float) -> np.ndarray:
+def _log_stderr(light, log_d: np.ndarray, m: int, fpc: float | np.ndarray) -> np.ndarray:
     r"""Delta-method standard error of :math:`\log \tilde D`: with light terms
     :math:`x_t = w_t e^{s_t}` (0 for masked samples) and :math:`r = \sum x_t^2 / (\sum x_t)^2`,
     the relative standard error of the light sum is :math:`\sqrt{(m r - 1)/(m - 1)}`."""

@@ -191,16 +191,36 @@ class MaskSelection(Selection):
 
 
 def _positions(prob: Problem, indices) -> np.ndarray:
-    """Key indices of the root problem as a (B, n_k) mask of ``prob``'s keys."""
+    """Key indices of the root problem -- 1-D (every head), or one row per query head, or
+    per key/value head (``-1`` pads rows) -- as a (B, n_k) mask of ``prob``'s keys."""
+    local = np.asarray(indices)
+    if local.ndim > 1 and local.shape[0] != prob.B:  # per key/value head
+        local = local[prob.kv_index]
     mask = np.zeros((prob.B, prob.n_k), dtype=bool)
-    local = np.asarray(indices) - prob.k_start
     if local.ndim == 1:
+        local = local[local >= 0] - prob.k_start
         mask[:, local[(local >= 0) & (local < prob.n_k)]] = True
     else:
         for b in range(prob.B):
-            row = local[b]
+            row = local[b][local[b] >= 0] - prob.k_start
             mask[b, row[(row >= 0) & (row < prob.n_k)]] = True
     return mask
+
+
+def _valid_keys(root: Problem, h: int) -> np.ndarray:
+    """Indices of the keys of key/value head h that are not padding."""
+    if root.pad is None:
+        return np.arange(root.n_k)
+    return np.flatnonzero(~root.pad[h])
+
+
+def _ragged(rows: list[np.ndarray]) -> np.ndarray:
+    """Rows of key indices as one array padded with -1."""
+    g = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), g), -1, dtype=np.int64)
+    for b, r in enumerate(rows):
+        out[b, : len(r)] = r
+    return out
 
 
 @dataclass(frozen=True)
@@ -214,7 +234,12 @@ class Sinks(MaskSelector):
         check_int(self.k, "k", minimum=0)
 
     def mask(self, prob, rng):
-        return _positions(prob, np.arange(min(self.k, prob.top.n_k)))
+        root = prob.top
+        if root.pad is None:
+            return _positions(prob, np.arange(min(self.k, root.n_k)))
+        return _positions(
+            prob, _ragged([_valid_keys(root, h)[: self.k] for h in range(root.k.shape[0])])
+        )
 
 
 @dataclass(frozen=True)
@@ -251,12 +276,13 @@ class KeyIndices(MaskSelector):
                 f"indices must be key indices in [0, {root.n_k}), got {idx.min()}..{idx.max()}"
             )
         if idx.ndim > 1:
-            if math.prod(idx.shape[:-1]) != root.B:
+            heads = math.prod(idx.shape[:-1])
+            if heads not in (root.B, root.k.shape[0]):
                 raise ValueError(
-                    f"per-head indices must have one row per head ({root.B} heads in all), got "
-                    f"shape {idx.shape}"
+                    f"per-head indices must have one row per query head ({root.B} in all) or "
+                    f"per key/value head ({root.k.shape[0]}), got shape {idx.shape}"
                 )
-            idx = idx.reshape(root.B, -1)
+            idx = idx.reshape(heads, -1)
         return _positions(prob, idx)
 
 
@@ -281,13 +307,17 @@ class TopNorm(MaskSelector):
         )
 
     def mask(self, prob, rng):
-        mask = np.zeros((prob.B, prob.n_k), dtype=bool)
+        mask = np.zeros(prob.k.shape[:2], dtype=bool)
         k = min(self.k, prob.n_k)
         if k > 0:
             norms = np.einsum("bnd,bnd->bn", prob.k, prob.k)
+            if prob.pad is not None:
+                norms = np.where(prob.pad, -np.inf, norms)
             top = np.argsort(-norms, axis=1, kind="stable")[:, :k]
             np.put_along_axis(mask, top, True, axis=1)
-        return mask
+            if prob.pad is not None:
+                mask &= ~prob.pad
+        return mask[prob.kv_index]
 
 
 def parse_kernel(kernel) -> float | None:
@@ -381,25 +411,17 @@ class UniversalSet(MaskSelector):
     def mask(self, prob, rng):
         root = prob.top
         key = ("universal", self, prob.causal or root.causal)
-        if key not in root.cache:
-            method = self.score_method
-            sets = [
-                universal_key_set(
-                    root.k[b], self.eps, self.k, self.p, root.causal, score_method=method, rng=rng
-                )
-                for b in range(root.B)
-            ]
-            g = max((len(s) for s in sets), default=0)
-            idx = np.full((root.B, g), -1, dtype=np.int64)
-            for b, s in enumerate(sets):
-                idx[b, : len(s)] = s
-            root.cache[key] = idx
-        idx = root.cache[key]
-        mask = np.zeros((prob.B, prob.n_k), dtype=bool)
-        for b in range(prob.B):
-            local = idx[b][idx[b] >= 0] - prob.k_start
-            mask[b, local[(local >= 0) & (local < prob.n_k)]] = True
-        return mask
+        if key not in root.cache:  # per key/value head, over its keys that are not padding
+            sets = []
+            for h in range(root.k.shape[0]):
+                valid = _valid_keys(root, h)
+                chosen = universal_key_set(
+                    root.k[h][valid], self.eps, self.k, self.p, root.causal,
+                    score_method=self.score_method, rng=rng,
+                )  # fmt: skip
+                sets.append(valid[chosen])
+            root.cache[key] = _ragged(sets)
+        return _positions(prob, root.cache[key])
 
 
 # ------------------------------------------------------------------------------------------
@@ -489,7 +511,12 @@ class SortLSH(KeySelector):
         else:
             Q, K = mips_augment(prob.q, prob.k) if self.norm_aware else (prob.q, prob.k)
             h = SimHash(Q.shape[-1], self.n_bits, rng=rng)
-            orders = [h._sort_order(Q, "Q"), h._sort_order(K, "K")]
+            orders = [h._sort_order(Q, "Q"), h._sort_order(K, "K")[prob.kv_index]]
+            if prob.pad is not None:  # padded keys after every real key: never in a block
+                padded = np.take_along_axis(prob.padded, orders[1], axis=1)
+                orders[1] = np.take_along_axis(
+                    orders[1], np.argsort(padded, axis=1, kind="stable"), axis=1
+                )
         return BlockSelection(QueryTiles(orders[0], nb, bq), orders[1], bk, prob.n_k)
 
 
