@@ -11,8 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import datasets
-from ..attention import lev_attention
-from ..kde import approx_rowsums
+from ..attention import (
+    KeyIndices,
+    SortLSH,
+    Uniform,
+    approx_attention,
+    approx_rowsums,
+    lev_attention,
+)
 from ..lsh import SimHash, inverse_gray_code
 from ..scores import universal_set
 from ._core import Context, experiment
@@ -21,7 +27,6 @@ from .hyper import (
     _spectral_denominators,
     block_mass,
     exact_lse,
-    hyper_output,
     spectral_ratio,
 )
 from .softmax_scope import STRATEGIES, captured_mass, softmax_matrix
@@ -207,12 +212,13 @@ def run_real_hyper(ctx: Context) -> None:
         Q, K, V = datasets.load_minilm_qkv(layer, head)
         exact, denom, diag = _spectral_denominators(Q, K, V)
         U = universal_set(K, 0.1)
+        lsh_keys, rest = SortLSH(block, n_bits=6), Uniform(m)
         r_hyper = spectral_ratio(
-            exact, hyper_output(Q, K, V, block_size=block, sample_size=m, n_bits=6), denom
+            exact, np.asarray(approx_attention(Q, K, V, keys=lsh_keys, rest=rest, rng=0)), denom
         )
         r_glob = spectral_ratio(
             exact,
-            hyper_output(Q, K, V, block_size=block, sample_size=m, n_bits=6, global_keys=U),
+            np.asarray(approx_attention(Q, K, V, keys=KeyIndices(U) | lsh_keys, rest=rest, rng=0)),
             denom,
         )
         r_lev = spectral_ratio(exact, lev_attention(Q, K, V, k=block + m), denom)
@@ -240,7 +246,8 @@ def run_real_hyper(ctx: Context) -> None:
         rnd = np.random.default_rng(0)
         rand = block_mass(Q, K, scale, rnd.permutation(len(Q)), rnd.permutation(len(K)), block)
         ref = exact_lse(Q, K, scale)
-        est = approx_rowsums(Q * scale, K, block_size=block, sample_size=m, n_bits=6, seed=0)
+        keys, rest = SortLSH(block, n_bits=6), Uniform(m)
+        est = approx_rowsums(Q * scale, K, keys=keys, rest=rest, rng=0)
         rel = np.abs(np.expm1(est - ref))
         rows.append(
             [

@@ -157,7 +157,7 @@ def run_suite(
         time.perf_counter() - t0,
         only=None if only is None else ([only] if isinstance(only, str) else list(only)),
     )
-    console.print(verdict_table(suite))
+    console.print(verdict_table(suite, width=console.width))
     counts = suite.counts()
     errors = sum(r.error is not None for r in results)
     vacuous = sum(c.vacuous and c.verdict == "PASS" for r in results for c in r.claims)
@@ -179,37 +179,47 @@ def run_suite(
     return suite
 
 
-def verdict_table(suite: SuiteResult, width: int | None = None) -> Table:
-    """The terminal table: one line per claim (verdict, experiment, claim, measured, bound),
-    cut with an ellipsis to the console width; the full text, references and notes are in
-    ``report.md``."""
-    table = Table(
-        title=f"sketchla validate ({suite.profile}); full text in report.md",
-        show_lines=False,
-        show_edge=False,
-        pad_edge=False,
-        box=None,
-        header_style="bold",
-        width=width,
-    )
-    table.add_column("verdict", no_wrap=True, min_width=6)
-    table.add_column("experiment", no_wrap=True, overflow="ellipsis", max_width=22)
-    table.add_column("claim", no_wrap=True, overflow="ellipsis", ratio=1)
-    table.add_column("measured", no_wrap=True, overflow="ellipsis", justify="right", max_width=24)
-    table.add_column("bound", no_wrap=True, overflow="ellipsis", justify="right", max_width=18)
+def verdict_table(suite: SuiteResult, width: int = 120) -> Table:
+    """The terminal table: one line per claim (verdict, experiment, claim, measured, bound)
+    in ``width`` columns; the claim is cut with an ellipsis to what the other columns leave.
+    The full text, references and notes are in ``report.md``."""
+    rows = []
     for r in suite.results:
         for c in r.claims:
             short = _SHORT[c.verdict] + (" (vacuous)" if c.vacuous and c.verdict == "PASS" else "")
             claim = c.statement + (f" ({c.reason})" if c.verdict == "FAIL" else "")
-            table.add_row(
-                f"[{_STYLE[c.verdict]}]{short}[/]",
-                c.experiment,
-                claim,
-                c.measured,
-                c.bound if c.bound != "-" else "",
-            )
+            bound = c.bound if c.bound != "-" else ""
+            rows.append((c.verdict, short, c.experiment, claim, c.measured, bound))
         if r.error:
-            table.add_row("[bold red]ERROR[/]", r.experiment.name, r.error, "", "")
+            rows.append(("FAIL", "ERROR", r.experiment.name, r.error, "", ""))
+    caps = (None, 14, 22, None, 24, 16)  # widest verdict, experiment, measured, bound shown
+
+    def col(i: int, title: str) -> int:
+        longest = max([len(title), *(len(row[i]) for row in rows)])
+        cap = caps[i]
+        return longest if cap is None else min(longest, cap)
+
+    widths = {
+        i: col(i, t) for i, t in ((1, "verdict"), (2, "experiment"), (4, "measured"), (5, "bound"))
+    }
+    claim_width = max(20, width - sum(widths.values()) - 2 * 4)  # 2 spaces between columns
+    table = Table(
+        title=f"sketchla validate ({suite.profile}); full text in report.md",
+        box=None,
+        show_edge=False,
+        pad_edge=False,
+        header_style="bold",
+    )
+    table.add_column("verdict", no_wrap=True, width=widths[1])
+    table.add_column("experiment", no_wrap=True, overflow="ellipsis", width=widths[2])
+    table.add_column("claim", no_wrap=True, overflow="ellipsis", max_width=claim_width)
+    table.add_column(
+        "measured", no_wrap=True, overflow="ellipsis", justify="right", width=widths[4]
+    )
+    table.add_column("bound", no_wrap=True, overflow="ellipsis", justify="right", width=widths[5])
+    for verdict, short, experiment, claim, measured, bound in rows:
+        style = "bold red" if short == "ERROR" else _STYLE[verdict]
+        table.add_row(f"[{style}]{short}[/]", experiment, claim, measured, bound)
     return table
 
 
