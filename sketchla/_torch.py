@@ -139,10 +139,10 @@ def accepts_torch(*names: str) -> Callable[[F], F]:
                 return fn(*args, **kwargs)
             bound = sig.bind(*args, **kwargs)
             data = [bound.arguments[n] for n in names if n in bound.arguments]
-            dtype = _result_dtype(data)
             for key, value in bound.arguments.items():
                 if is_torch(value):
                     bound.arguments[key] = to_numpy(value, key)
+            dtype = _result_dtype(data)  # after the conversions, which reject bad tensors
             return from_numpy(fn(*bound.args, **bound.kwargs), dtype)
 
         return wrapper  # type: ignore[return-value]

@@ -53,7 +53,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..attention import exact_attention, hyper_attention, lev_attention
@@ -70,7 +70,11 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "lev": {"eps": 0.05, "local_window": 128},
 }
 
-_SOLVERS = {"exact": exact_attention, "hyper": hyper_attention, "lev": lev_attention}
+_SOLVERS: dict[str, Callable[..., Any]] = {
+    "exact": exact_attention,
+    "hyper": hyper_attention,
+    "lev": lev_attention,
+}
 #: arguments the integration sets from transformers' call
 _RESERVED = {"Q", "K", "V", "causal", "scale", "attn_mask", "key_padding_mask", "return_lse"}
 _UNSUPPORTED = ("softcap", "s_aux", "position_bias")
@@ -194,8 +198,9 @@ class SketchlaAttention:
         if padding is not None:
             args["key_padding_mask"] = padding
         settings = self.settings if solver == self.solver else {}
+        out: Any
         if solver == "exact":
-            out = exact_attention(query, key, value, attn_mask=mask, **args, **settings)
+            out = _SOLVERS["exact"](query, key, value, attn_mask=mask, **args, **settings)
         else:
             if mask is not None:
                 raise ValueError(
