@@ -123,10 +123,11 @@ class SketchlaAttention:
         if other not in ("sdpa", "exact"):
             raise ValueError(f"other must be 'sdpa' or 'exact', got {other!r}")
         params = inspect.signature(_SOLVERS[solver]).parameters
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
         for key in settings:
             if key in _RESERVED:
                 raise TypeError(f"{key}= is set from transformers' arguments, not a setting")
-            if key not in params:
+            if key not in params and not open_ended:
                 raise TypeError(f"{key!r} is not an argument of sketchla's {solver} solver")
         self.solver = solver
         self.layers: frozenset[int] | None = layers
