@@ -89,11 +89,9 @@ class LightEstimator:
             never = padded if never is None else never | padded
         if prob.causal:
             return self._causal_draws(prob, tiles, rng, weights, never)
-        if not self.replace and never is not None:
+        if not self.replace and (never is not None or m > prob.n_k):
             return self._eligible_without_replacement(prob, nt, rng, never)
         probs = defensive_mixture(B, prob.n_k, never, weights)
-        if not self.replace and m > prob.n_k:
-            raise ValueError(f"replace=False needs sample_size <= n_k = {prob.n_k}, got {m}")
         s = draw_samples(rng, B, prob.n_k, m, probs, self.replace, None if self.shared else nt)
         idx, log_w = s.idx, s.log_w
         if self.shared:
@@ -102,28 +100,29 @@ class LightEstimator:
 
     def _eligible_without_replacement(self, prob, nt, rng, never) -> Draws:
         """Uniform draws without replacement from the N_b keys outside ``never`` of each
-        head (Horvitz-Thompson weights N_b / m), one set per tile (or one for all)."""
+        head (Horvitz-Thompson weights N_b / m), one set per tile (or one for all); with
+        m >= N_b every such key is taken once (exact)."""
         m, B = self.sample_size, prob.B
         sets = 1 if self.shared else nt
-        idx = np.empty((B, sets, m), dtype=np.int64)
-        log_w = np.empty((B, sets, m))
-        fpc = np.empty((B, 1))
+        idx = np.zeros((B, sets, m), dtype=np.int64)
+        ok = np.ones((B, sets, m), dtype=bool)
+        log_w = np.zeros((B, sets, m))
+        fpc = np.zeros((B, 1))
         for b in range(B):
-            eligible = np.flatnonzero(~never[b])
+            eligible = np.arange(prob.n_k) if never is None else np.flatnonzero(~never[b])
             n_b = len(eligible)
-            if m > n_b:
-                raise ValueError(
-                    f"replace=False needs sample_size <= the {n_b} keys that can be drawn "
-                    f"(outside the key masks and padding), got sample_size={m}"
-                )
+            if m >= n_b:
+                idx[b, :, :n_b] = eligible
+                ok[b] = np.arange(m) < n_b
+                continue
             for t in range(sets):
                 child = stream(child_seed(rng, b * sets + t), STREAM_LIGHT_SAMPLES)
                 idx[b, t] = eligible[child.sample_without_replacement(m, n_b)]
             log_w[b] = np.log(n_b) - np.log(m)
             fpc[b] = 1.0 - m / n_b
         if self.shared:
-            idx, log_w = (np.broadcast_to(a, (B, nt, m)) for a in (idx, log_w))
-        return Draws(idx, None, log_w, fpc)
+            idx, ok, log_w = (np.broadcast_to(a, (B, nt, m)) for a in (idx, ok, log_w))
+        return Draws(idx, ok, log_w, fpc)
 
     def _causal_draws(self, prob, tiles, rng, weights, never) -> Draws:
         """Tile j of consecutive queries draws from the N_j eligible keys (not in ``never``)
