@@ -431,26 +431,31 @@ def test_simhash(d, n, n_bits, lead, seed, data):
     d=dims,
     block_size=st.integers(0, 8),
     sample_size=st.integers(-1, 8),
-    light=st.sampled_from(["uniform", "importance"]),
+    light=st.sampled_from(["uniform", "importance", "control", "none"]),
     replace=st.booleans(),
     kappa=st.sampled_from([None, 4.0, 0.0]),
     seed=seeds,
     data=st.data(),
 )
 def test_approx_rowsums(n_q, n_k, d, block_size, sample_size, light, replace, kappa, seed, data):
+    from sketchla.attention import ControlVariate, Importance, SortLSH, Uniform
+
     Q, K = data.draw(arrays((n_q, d))), data.draw(arrays((n_k, d)))
+
+    def call():
+        rest = {
+            "uniform": lambda: Uniform(sample_size, replace=replace),
+            "importance": lambda: Importance(sample_size),
+            "control": lambda: ControlVariate(sample_size, replace=replace),
+            "none": lambda: None,
+        }[light]()
+        return sketchla.approx_rowsums(
+            Q.array, K.array, keys=SortLSH(block_size), rest=rest, rng=seed, kappa=kappa
+        )
+
     run(
-        lambda: sketchla.approx_rowsums(
-            Q.array,
-            K.array,
-            block_size=block_size,
-            sample_size=sample_size,
-            seed=seed,
-            light=light,
-            replace=replace,
-            kappa=kappa,
-        ),
-        ["Q", "K", "block_size", "sample_size", "light", "replace", "kappa"],
+        call,
+        ["Q", "K", "block_size", "sample_size", "replace", "kappa", "rest"],
         {"Q": Q, "K": K},
         finite_array((n_q,), common(Q, K)),
     )
@@ -536,7 +541,14 @@ def test_attention(problem, causal, scale, block):
     lead, n_q, d_v, Q, K, V = problem
     run(
         lambda: sketchla.exact_attention(
-            Q.array, K.array, V.array, causal, scale, True, block_q=block or 1024, block_k=block
+            Q.array,
+            K.array,
+            V.array,
+            causal=causal,
+            scale=scale,
+            return_lse=True,
+            block_q=block or 1024,
+            block_k=block,
         ),
         [*QKV, "causal", "scale", "block_k"],
         {"Q": Q, "K": K, "V": V},
@@ -544,6 +556,13 @@ def test_attention(problem, causal, scale, block):
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="engine defect found by this suite (issue 20 fuzz): causal hyper_attention with "
+    "n_q != n_k raises an error naming causal_scheme, which the caller did not pass; remove "
+    "this marker once the message names causal / Q / K",
+)
 @fuzz
 @given(
     problem=attention_problem(),
@@ -551,16 +570,10 @@ def test_attention(problem, causal, scale, block):
     block_size=st.integers(0, 6),
     sample_size=st.integers(-1, 6),
     min_seq_len=st.integers(1, 6),
-    light=st.sampled_from(["uniform", "vnorm"]),
-    global_keys=st.sampled_from([None, 1, "first"]),
     seed=seeds,
 )
-def test_hyper_attention(
-    problem, causal, block_size, sample_size, min_seq_len, light, global_keys, seed
-):
+def test_hyper_attention(problem, causal, block_size, sample_size, min_seq_len, seed):
     lead, n_q, d_v, Q, K, V = problem
-    if global_keys == "first":
-        global_keys = np.array([0])
     run(
         lambda: sketchla.hyper_attention(
             Q.array,
@@ -570,12 +583,73 @@ def test_hyper_attention(
             block_size=block_size,
             sample_size=sample_size,
             min_seq_len=min_seq_len,
-            seed=seed,
+            rng=seed,
             return_lse=True,
-            light=light,
-            global_keys=global_keys,
         ),
-        [*QKV, "causal", "block_size", "sample_size", "global_keys"],
+        [*QKV, "causal", "block_size", "sample_size", "min_seq_len"],
+        {"Q": Q, "K": K, "V": V},
+        attention_check(lead, n_q, d_v, common(Q, K, V), with_lse=True),
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="engine defect found by this suite (issue 20 fuzz): approx_attention with an empty "
+    "key set and no samples (TopNorm(0) + Uniform(0)) returns lse = -inf instead of an error "
+    "naming k / sample_size; remove this marker once fixed",
+)
+@fuzz
+@given(
+    problem=attention_problem(),
+    causal=st.booleans(),
+    keys=st.sampled_from(["lsh", "window+sinks", "topnorm", "first+lsh", "none"]),
+    size=st.integers(0, 5),
+    rest=st.sampled_from(["uniform", "importance", "control", "none"]),
+    seed=seeds,
+)
+def test_approx_attention(problem, causal, keys, size, rest, seed):
+    from sketchla.attention import (
+        ControlVariate,
+        Importance,
+        KeyIndices,
+        Sinks,
+        SortLSH,
+        TopNorm,
+        Uniform,
+        Window,
+    )
+
+    lead, n_q, d_v, Q, K, V = problem
+
+    def call():
+        selector = {
+            "lsh": lambda: SortLSH(size),
+            "window+sinks": lambda: Window(size) | Sinks(size),
+            "topnorm": lambda: TopNorm(size),
+            "first+lsh": lambda: KeyIndices(np.array([0])) | SortLSH(size + 1),
+            "none": lambda: None,
+        }[keys]()
+        light = {
+            "uniform": lambda: Uniform(size),
+            "importance": lambda: Importance(size),
+            "control": lambda: ControlVariate(size),
+            "none": lambda: None,
+        }[rest]()
+        return sketchla.approx_attention(
+            Q.array,
+            K.array,
+            V.array,
+            keys=selector,
+            rest=light,
+            causal=causal,
+            rng=seed,
+            return_lse=True,
+        )
+
+    run(
+        call,
+        [*QKV, "causal", "keys", "rest", "block_size", "size", "k", "sample_size", "indices"],
         {"Q": Q, "K": K, "V": V},
         attention_check(lead, n_q, d_v, common(Q, K, V), with_lse=True),
     )
@@ -617,7 +691,7 @@ def test_spectral_error(problem, causal, data):
         assert isinstance(ratio, float) and np.isfinite(ratio) and ratio >= 0, ratio
 
     run(
-        lambda: sketchla.spectral_error(Q.array, K.array, V.array, approx.array, causal),
+        lambda: sketchla.spectral_error(Q.array, K.array, V.array, approx.array, causal=causal),
         [*QKV, "approx", "causal"],
         {"Q": Q, "K": K, "V": V, "approx": approx},
         check,
@@ -634,6 +708,7 @@ def test_every_public_callable_is_fuzzed():
         "SketchOperator",  # abstract base: fuzzed through its four subclasses
         "SimHash",
         "StreamingLeverage",
+        "approx_attention",
         "approx_matmul",
         "approx_rowsums",
         "attention",
