@@ -1,6 +1,8 @@
 """sketchla as a transformers attention backend (sketchla/integrations/transformers.py), on a
 tiny random Llama (2 layers, grouped-query attention) built here: nothing is downloaded."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -238,4 +240,18 @@ def test_output_layout_and_dtype():
     out, weights = fn(module, q, k, v, None, scaling=0.5)
     assert weights is None and out.dtype == torch.bfloat16 and out.shape == (2, 6, 4, 8)
     ref = sketchla.exact_attention(q, k, v, causal=True, scale=0.5)
+    assert torch.equal(out, ref.transpose(1, 2))
+
+
+def test_no_layout_warning_for_more_heads_than_tokens():
+    """(batch, heads, n, d) is known inside transformers: 8 heads and 3 tokens are no
+    transposed input."""
+    module = torch.nn.Module()
+    module.is_causal = True
+    q = torch.randn(1, 8, 3, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, _ = skt.SketchlaAttention("exact")(module, q, q, q, None)
+    with pytest.warns(UserWarning, match="layout"):
+        ref = sketchla.exact_attention(q, q, q, causal=True)
     assert torch.equal(out, ref.transpose(1, 2))

@@ -53,6 +53,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import numbers
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -78,6 +79,8 @@ _SOLVERS: dict[str, Callable[..., Any]] = {
 #: arguments the integration sets from transformers' call
 _RESERVED = {"Q", "K", "V", "causal", "scale", "attn_mask", "key_padding_mask", "return_lse"}
 _UNSUPPORTED = ("softcap", "s_aux", "position_bias")
+#: sketchla's warning for 4-D inputs that look like (batch, n, heads, d)
+_LAYOUT_WARNING = r".*look like the \(batch, n, heads, d\) layout"
 
 
 def _torch() -> Any:
@@ -199,7 +202,23 @@ class SketchlaAttention:
         if padding is not None:
             args["key_padding_mask"] = padding
         settings = self.settings if solver == self.solver else {}
-        out: Any
+        with warnings.catch_warnings():
+            # the layout is known here: (batch, heads, n, d), even with more heads than tokens
+            warnings.filterwarnings("ignore", message=_LAYOUT_WARNING, category=UserWarning)
+            out = self._solve(solver, query, key, value, mask, args, settings, n_q)
+        return out.transpose(1, 2).contiguous(), None
+
+    @staticmethod
+    def _solve(
+        solver: str,
+        query: Any,
+        key: Any,
+        value: Any,
+        mask: Any,
+        args: dict[str, Any],
+        settings: dict[str, Any],
+        n_q: int,
+    ) -> Any:
         if solver == "exact":
             out = _SOLVERS["exact"](query, key, value, attn_mask=mask, **args, **settings)
         else:
@@ -210,10 +229,10 @@ class SketchlaAttention:
                     "additive bias): use sketchla_exact, or register with layers= / last= "
                     "to leave this layer exact"
                 )
-            if solver == "hyper" and causal and n_q != key.shape[-2]:
+            if solver == "hyper" and args["causal"] and n_q != key.shape[-2]:
                 settings = {"causal_scheme": "blocks", **settings}  # halving needs n_q == n_k
             out = _SOLVERS[solver](query, key, value, **args, **settings)
-        return out.transpose(1, 2).contiguous(), None
+        return out
 
 
 def _num_layers(module: Any) -> int:
