@@ -57,6 +57,8 @@ CASES = {
     "lewis_weights": lambda x: sketchla.lewis_weights(x["A"], p=3),
     "sensitivity_bounds": lambda x: sketchla.sensitivity_bounds(x["A"], p=3),
     "universal_set": lambda x: sketchla.universal_set(x["A"], eps=0.04),
+    "S.apply": lambda x: S.apply(x["A"]),
+    "SimHash.project": lambda x: H.project(x["Q"]),
     "SimHash.codes": lambda x: H.codes(x["Q"]),
     "SimHash.sort_order": lambda x: H.sort_order(x["Q"]),
     "approx_matmul": lambda x: sketchla.approx_matmul(x["A"].T, x["B"], 50, rng=0),
@@ -123,6 +125,16 @@ def test_torch_in_torch_out(case, dtype):
 
 
 _REFERENCES: dict = {}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_streaming_leverage_takes_tensor_blocks(dtype):
+    A = _inputs(dtype)["A"]
+    stream = sketchla.StreamingLeverage(5, eps=0.1)
+    for block in A.split(30):
+        stream.update(block)
+    ref = sketchla.StreamingLeverage(5, eps=0.1).update(_numpy_view(A))
+    np.testing.assert_array_equal(stream.universal_set(), ref.universal_set())
 
 
 def test_named_tuples_keep_their_type():

@@ -105,6 +105,7 @@ class SimHash:
         """The hyperplanes as the columns of a (d, n_bits) float64 array (a copy)."""
         return self._planes.copy()
 
+    @accepts_torch("X")
     def project(self, X: Any) -> np.ndarray:
         """``X @ planes`` for X of shape (..., d): shape (..., n_bits), in X's compute dtype."""
         X = self._check(X, "X")

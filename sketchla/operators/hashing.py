@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from .._backend import as_sparse, check_int, is_sparse, raise_for_nonfinite
 from .._kernels import cpu
 from .._kernels.sparse import hash_table_at
+from .._torch import accepts_torch
 from ..random import STREAM_HASH_BUCKETS, STREAM_HASH_SIGNS, UNSET, RngLike, SeedLike, stream
 from ._base import SketchOperator
 
@@ -103,6 +104,7 @@ class _HashSketch(SketchOperator):
         args = (position, A.coords[1], A.data, d, rows, vals, m)
         return self._partials(cpu.hash_apply_coo, args, A.nnz, d, work)
 
+    @accepts_torch("A")
     def apply(self, A: Any, *, sparse_output: bool = False) -> Any:
         """``S @ A``; with ``sparse_output=True`` and scipy.sparse ``A``, a sparse (m, d) CSR
         result (as ``scipy.linalg.clarkson_woodruff_transform`` returns for sparse input).

@@ -6,6 +6,7 @@ import numpy as np
 
 from .._backend import as_dense, check_finite, check_int, check_real
 from .._kernels.rownorms import filter_rows
+from .._torch import accepts_torch
 from .leverage import leverage_scores
 
 __all__ = ["StreamingLeverage"]
@@ -92,6 +93,7 @@ class StreamingLeverage:
         self._jacobi = True
         self._ref_rows = 0
 
+    @accepts_torch("block")
     def update(self, block) -> StreamingLeverage:
         """Consume the next rows of K (shape (b, d)); returns self.
 
