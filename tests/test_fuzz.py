@@ -556,13 +556,6 @@ def test_attention(problem, causal, scale, block):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine defect found by this suite (issue 20 fuzz): causal hyper_attention with "
-    "n_q != n_k raises an error naming causal_scheme, which the caller did not pass; remove "
-    "this marker once the message names causal / Q / K",
-)
 @fuzz
 @given(
     problem=attention_problem(),
@@ -592,13 +585,6 @@ def test_hyper_attention(problem, causal, block_size, sample_size, min_seq_len, 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine defect found by this suite (issue 20 fuzz): approx_attention with an empty "
-    "key set and no samples (TopNorm(0) + Uniform(0)) returns lse = -inf instead of an error "
-    "naming k / sample_size; remove this marker once fixed",
-)
 @fuzz
 @given(
     problem=attention_problem(),

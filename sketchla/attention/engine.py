@@ -44,11 +44,14 @@ from .exact import exact_attention_2d
 from .multiround import multiround_partials
 from .partial import AttentionResult, Partial, merge_all, merge_partials
 from .selectors import (
+    KeyIndices,
     KeySelector,
     MaskSelection,
     MaskSelector,
     MultiRoundLSH,
     Selection,
+    Sinks,
+    TopNorm,
     _members,
 )
 
@@ -65,10 +68,18 @@ class Composition:
     tiled: tuple[KeySelector, ...]
     multiround: MultiRoundLSH | None
     rest: LightEstimator | None
+    #: block-causal scheme: attend each tile's diagonal tile exactly (always with samples,
+    #: which come from before the tile)
+    diagonal: bool = False
 
     @classmethod
     def of(
-        cls, keys: KeySelector | None, rest: LightEstimator | None, *, with_values: bool
+        cls,
+        keys: KeySelector | None,
+        rest: LightEstimator | None,
+        *,
+        with_values: bool,
+        diagonal: bool = False,
     ) -> Composition:
         if keys is not None and not isinstance(keys, KeySelector):
             raise TypeError(
@@ -81,6 +92,11 @@ class Composition:
                 f"got {type(rest).__name__}"
             )
         parts = () if keys is None else _members(keys)
+        if all(_selects_nothing(p) for p in parts) and (rest is None or rest.sample_size == 0):
+            raise ValueError(
+                f"keys and rest select no key at all (keys={keys!r}, rest={rest!r}): give a key "
+                "selector or a light estimator with sample_size > 0"
+            )
         masks = tuple(p for p in parts if isinstance(p, MaskSelector))
         rounds = [p for p in parts if isinstance(p, MultiRoundLSH)]
         tiled = tuple(
@@ -110,7 +126,7 @@ class Composition:
             )
         if isinstance(rest, Importance) and rest.weights == "vnorm" and not with_values:
             raise ValueError("rest: Importance(weights='vnorm') needs V; use weights='pilot'")
-        return cls(masks, tiled, rounds[0] if rounds else None, rest)
+        return cls(masks, tiled, rounds[0] if rounds else None, rest, diagonal or rest is not None)
 
     def check_block_causal(self) -> None:
         for mask in self.masks:
@@ -123,6 +139,15 @@ class Composition:
             raise ValueError("rest: ControlVariate is non-causal")
         if self.rest is not None and self.rest.shared:
             raise ValueError("rest: shared samples are non-causal (each tile draws its own)")
+
+
+def _selects_nothing(sel: KeySelector) -> bool:
+    """True for the selectors that hold no key whatever the data (``Sinks(0)``, ...)."""
+    if isinstance(sel, Sinks | TopNorm):
+        return sel.k == 0
+    if isinstance(sel, KeyIndices):
+        return np.asarray(sel.indices).size == 0
+    return False
 
 
 class DiagonalSelection(Selection):
@@ -197,7 +222,7 @@ def evaluate(
             sels.append(MaskSelection(never))
         else:
             never = None
-    if prob.causal and comp.rest is not None:  # samples come from before each tile
+    if prob.causal and comp.diagonal:  # samples come from before each tile
         sels.append(DiagonalSelection(prob, min(tile, prob.n_q)))
     sels.extend(sel.bind(prob, rng) for sel in comp.tiled)
     exact: list[Partial] = []

@@ -53,7 +53,7 @@ def hyper_attention(
     sample_size: int = 256,
     n_bits: int = 7,
     min_seq_len: int = 4096,
-    causal_scheme: str = "halving",
+    causal_scheme: str | None = None,
     rng: RngLike = None,
     seed: SeedLike | Any = UNSET,
     return_lse: bool = False,
@@ -83,8 +83,10 @@ def hyper_attention(
     min_seq_len : int >= 1
         Causal, "halving" only: subproblems of at most this many rows are computed exactly
         (the authors' default 4096: below it the result is exact attention, and no faster).
-    causal_scheme : {"halving", "blocks"}
-        See :func:`sketchla.approx_attention`.
+    causal_scheme : {"halving", "blocks"} or None
+        See :func:`sketchla.approx_attention`. None: the paper's "halving" for self-attention
+        (n_q == n_k), "blocks" for queries aligned bottom-right against a longer key sequence
+        (n_q < n_k, decoding against a KV cache), where the recursion is not defined.
     rng : int, SeedSequence, numpy Generator or None
         Seeds the hash and the samples (SPEC 7); None draws fresh entropy.
     seed : deprecated alias of ``rng``.
@@ -113,10 +115,14 @@ def hyper_attention(
     True
     """
     sample_size = check_int(sample_size, "sample_size", minimum=0)
+    if causal_scheme is None:
+        square = np.ndim(Q) >= 2 and np.ndim(K) >= 2 and np.shape(Q)[-2] == np.shape(K)[-2]
+        causal_scheme = "halving" if square else "blocks"
     comp = Composition.of(
         SortLSH(block_size, n_bits),
         Uniform(sample_size) if sample_size else None,
         with_values=True,
+        diagonal=True,  # the paper's causal algorithm attends the diagonal blocks exactly
     )
     return run_attention(
         Q, K, V, comp, causal=causal, scale=scale, rng=rng, seed=seed,
