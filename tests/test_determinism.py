@@ -130,21 +130,23 @@ def _checks(x: dict[str, Any]) -> dict[str, Callable[[], Any]]:
         checks["simhash codes"] = lambda: h.codes(Q)
         checks["simhash sort_order"] = lambda: h.sort_order(K)
     if hasattr(sketchla, "approx_rowsums"):
+        from sketchla.attention import SortLSH, Uniform
+
         checks["approx_rowsums"] = lambda: sketchla.approx_rowsums(
-            Q, K, block_size=128, sample_size=128, seed=22
+            Q, K, keys=SortLSH(128), rest=Uniform(128), rng=22
         )
     if hasattr(sketchla, "approx_matmul"):
         checks["approx_matmul"] = lambda: sketchla.approx_matmul(A[:2000].T, A[:2000], 200, rng=24)
     if hasattr(sketchla, "hyper_attention"):
         checks["hyper_attention"] = lambda: sketchla.hyper_attention(
-            Q, K, V, block_size=128, sample_size=128, seed=25, return_lse=True
+            Q, K, V, block_size=128, sample_size=128, rng=25, return_lse=True
         )
         checks["hyper_attention causal"] = lambda: sketchla.hyper_attention(
-            Q, K, V, causal=True, block_size=64, sample_size=64, min_seq_len=256, seed=26
+            Q, K, V, causal=True, block_size=64, sample_size=64, min_seq_len=256, rng=26
         )
     if hasattr(sketchla, "lev_attention"):
         checks["lev_attention sketch scores"] = lambda: sketchla.lev_attention(
-            Q, K, V, eps=0.01, local_window=8, seed=27, score_method="sketch"
+            Q, K, V, eps=0.01, local_window=8, rng=27, score_method="sketch"
         )
         checks["lev_attention poly"] = lambda: sketchla.lev_attention(
             Q, K, V, eps=0.01, kernel=("poly", 2)
