@@ -39,7 +39,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def is_torch(x: Any) -> bool:
     """True for a torch tensor (or a tensor-like object of a ``torch.*`` module); does not
     import torch."""
-    if type(x).__module__.split(".")[0] == "torch":
+    if str(getattr(type(x), "__module__", "")).split(".")[0] == "torch":
         return True
     torch = sys.modules.get("torch")  # a tensor subclass defined elsewhere
     return torch is not None and isinstance(x, torch.Tensor)
