@@ -182,6 +182,14 @@ def test_mask_arguments():
     window = causal & ~torch.ones(n, n, dtype=torch.bool).tril(-2)
     c, pad, attn = skt.mask_arguments(window[None, None], n, n, True)
     assert c is False and pad is None and torch.equal(attn, window[None, None])
+    # long masks are compared in row blocks (a difference in the last block counts)
+    m = 1100
+    big = torch.ones(m, m, dtype=torch.bool).tril()[None, None].clone()
+    big[..., :3] = False  # three left-padded keys
+    c, pad, attn = skt.mask_arguments(big, m, m, True)
+    assert c is True and attn is None and pad[0, 0, :4].tolist() == [True] * 3 + [False]
+    big[0, 0, m - 2, m - 1] = True  # one query that sees a future key
+    assert skt.mask_arguments(big, m, m, True)[2] is big
     # an additive bias is passed on as it is
     bias = torch.randn(1, 1, n, n)
     assert skt.mask_arguments(bias, n, n, True)[2] is bias

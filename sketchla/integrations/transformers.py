@@ -274,15 +274,32 @@ def mask_arguments(
             return False, None, mask  # a real additive bias
         allowed = ~blocked
     keys = allowed[..., -1:, :]  # the last query's row: every key it may attend
-    if torch.equal(allowed, keys.expand(allowed.shape)):
+    if _rows_equal(allowed, lambda r0, r1: keys):
         causal = False
     else:
-        tri = torch.ones(n_q, n_k, dtype=torch.bool, device=mask.device).tril(n_k - n_q)
-        if not torch.equal(allowed, (keys & tri).expand(allowed.shape)):
+        j = torch.arange(n_k, device=mask.device)
+
+        def causal_rows(r0: int, r1: int) -> Any:
+            i = torch.arange(r0, r1, device=mask.device)[:, None] + (n_k - n_q)
+            return keys & (j <= i)  # bottom-right aligned
+
+        if not _rows_equal(allowed, causal_rows):
             return False, None, allowed
         causal = True
     padded = ~keys[..., 0, :]
     return causal, (padded if bool(padded.any()) else None), None
+
+
+def _rows_equal(allowed: Any, expected: Callable[[int, int], Any], chunk: int = 512) -> bool:
+    """``allowed`` equals ``expected(r0, r1)`` (broadcast) on every block of query rows; the
+    temporaries stay O(chunk * n_k) per batch entry."""
+    n_q = allowed.shape[-2]
+    for r0 in range(0, n_q, chunk):
+        r1 = min(r0 + chunk, n_q)
+        rows = allowed[..., r0:r1, :]
+        if not bool((rows == expected(r0, r1)).all()):
+            return False
+    return True
 
 
 def register(
