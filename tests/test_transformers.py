@@ -1,6 +1,7 @@
 """sketchla as a transformers attention backend (sketchla/integrations/transformers.py), on a
 tiny random Llama (2 layers, grouped-query attention) built here: nothing is downloaded."""
 
+import inspect
 import warnings
 
 import numpy as np
@@ -74,7 +75,25 @@ def test_lev_keeping_every_key_equals_exact(model, ids):
     assert_rel(logits(model, "t_lev_all", ids), logits(model, "sketchla_exact", ids))
 
 
-@pytest.mark.parametrize("impl", ["sketchla_exact", "t_hyper_pad", "t_lev_pad"])
+HYPER_PADDING = "key_padding_mask" in inspect.signature(sketchla.hyper_attention).parameters
+
+
+@pytest.mark.parametrize(
+    "impl",
+    [
+        "sketchla_exact",
+        pytest.param(
+            "t_hyper_pad",
+            marks=pytest.mark.xfail(
+                not HYPER_PADDING,
+                reason="hyper_attention takes no key_padding_mask yet",
+                raises=NotImplementedError,
+                strict=True,
+            ),
+        ),
+        "t_lev_pad",
+    ],
+)
 def test_padded_batch_gives_the_unpadded_logits(model, ids, impl):
     """Left and right padding in one batch: the real tokens get the logits of their sequence
     alone (hyper and lev with settings that keep every key)."""

@@ -229,10 +229,19 @@ class SketchlaAttention:
                     "additive bias): use sketchla_exact, or register with layers= / last= "
                     "to leave this layer exact"
                 )
-            if solver == "hyper" and args["causal"] and n_q != key.shape[-2]:
-                settings = {"causal_scheme": "blocks", **settings}  # halving needs n_q == n_k
+            if "key_padding_mask" in args and not _takes_padding(_SOLVERS[solver]):
+                raise NotImplementedError(
+                    f"sketchla's {solver} solver takes no key_padding_mask in this version, so "
+                    "it cannot run a padded batch: use sketchla_exact or sketchla_lev, or "
+                    "unpadded sequences"
+                )
             out = _SOLVERS[solver](query, key, value, **args, **settings)
         return out
+
+
+def _takes_padding(solver: Callable[..., Any]) -> bool:
+    params = inspect.signature(solver).parameters
+    return "key_padding_mask" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _num_layers(module: Any) -> int:
