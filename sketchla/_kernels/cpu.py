@@ -18,7 +18,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import DualKernel, dual_kernel
-from ..random import (
+from .counter import (
     counter_below,
     counter_sign,
     counter_uniform,

@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import dual_kernel
-from ..random import counter_sign, floyd_sample_into
+from .counter import counter_sign, floyd_sample_into
 
 
 @dual_kernel
