@@ -157,6 +157,24 @@ def test_loaded_with_attn_implementation(model, ids, tmp_path):
     assert_rel(out, logits(model, "sdpa", ids))
 
 
+def test_padded_batch_generation(model, ids):
+    """Greedy decoding of a left-padded batch: a padding mask at every step."""
+    tokens = ids.clone()
+    tokens[0, :4] = 0
+    mask = torch.ones_like(tokens)
+    mask[0, :4] = 0
+    skt.register("t_lev_decode", solver="lev", eps=1e-12, local_window=4)
+    outs = {}
+    for impl in ("sdpa", "sketchla_exact", "t_lev_decode"):
+        model.set_attn_implementation(impl)
+        with torch.no_grad():
+            outs[impl] = model.generate(
+                tokens, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0
+            )
+    assert torch.equal(outs["sketchla_exact"], outs["sdpa"])
+    assert torch.equal(outs["t_lev_decode"], outs["sdpa"])
+
+
 def test_generation_with_a_kv_cache(model, ids):
     """Decoding: one query against the cached keys (bottom-right causal)."""
     outs = {}
@@ -191,9 +209,14 @@ def test_mask_arguments():
     # no padding, not causal
     c, pad, attn = skt.mask_arguments(torch.ones(1, 1, n, n, dtype=torch.bool), n, n, True)
     assert (c, pad, attn) == (False, None, None)
-    # None: the module's causality (none for a single query)
+    # None: the module's causality (bottom-right: a single query sees every key)
     assert skt.mask_arguments(None, n, n, True) == (True, None, None)
-    assert skt.mask_arguments(None, 1, n, True) == (False, None, None)
+    assert skt.mask_arguments(None, 1, n, True) == (True, None, None)
+    assert skt.mask_arguments(None, n, n, False) == (False, None, None)
+    # one query: both readings fit, the module's causality decides
+    one = torch.ones(1, 1, 1, n, dtype=torch.bool)
+    assert skt.mask_arguments(one, 1, n, True)[0] is True
+    assert skt.mask_arguments(one, 1, n, False)[0] is False
     # bottom-right causal with n_q < n_k (chunked prefill against a cache)
     tri = torch.ones(2, n, dtype=torch.bool).tril(n - 2)
     assert skt.mask_arguments(tri[None, None], 2, n, True) == (True, None, None)

@@ -194,7 +194,7 @@ class SketchlaAttention:
             is_causal = getattr(module, "is_causal", True)
         n_q, n_k = query.shape[-2], key.shape[-2]
         causal, padding, mask = mask_arguments(attention_mask, n_q, n_k, bool(is_causal))
-        if attention_mask is None and causal and n_k > n_q:
+        if attention_mask is None and causal and 1 < n_q < n_k:
             # transformers gives no mask for the prefill of an empty static cache and relies
             # on SDPA's top-left is_causal: the keys after the queries are empty slots
             key, value = key[..., :n_q, :], value[..., :n_q, :]
@@ -235,6 +235,8 @@ class SketchlaAttention:
                     "it cannot run a padded batch: use sketchla_exact or sketchla_lev, or "
                     "unpadded sequences"
                 )
+            if solver == "hyper" and args["causal"] and n_q != key.shape[-2]:
+                settings = {**settings, "causal_scheme": "blocks"}  # halving needs n_q == n_k
             out = _SOLVERS[solver](query, key, value, **args, **settings)
         return out
 
@@ -270,7 +272,7 @@ def mask_arguments(
     other than 0 and "blocked"), for exact attention.
     """
     if attention_mask is None:
-        return is_causal and n_q > 1, None, None
+        return is_causal, None, None
     torch = _torch()
     mask = attention_mask
     if mask.dim() < 2:
@@ -283,18 +285,23 @@ def mask_arguments(
             return False, None, mask  # a real additive bias
         allowed = ~blocked
     keys = allowed[..., -1:, :]  # the last query's row: every key it may attend
-    if _rows_equal(allowed, lambda r0, r1: keys):
-        causal = False
-    else:
-        j = torch.arange(n_k, device=mask.device)
+    j = torch.arange(n_k, device=mask.device)
 
-        def causal_rows(r0: int, r1: int) -> Any:
-            i = torch.arange(r0, r1, device=mask.device)[:, None] + (n_k - n_q)
-            return keys & (j <= i)  # bottom-right aligned
+    def causal_rows(r0: int, r1: int) -> Any:
+        i = torch.arange(r0, r1, device=mask.device)[:, None] + (n_k - n_q)
+        return keys & (j <= i)  # bottom-right aligned
 
-        if not _rows_equal(allowed, causal_rows):
-            return False, None, allowed
-        causal = True
+    def key_rows(r0: int, r1: int) -> Any:
+        return keys
+
+    # where both readings fit (a single query), a causal module's stays causal: the solvers
+    # then align query and key positions (local windows, the causal schemes)
+    readings = [(True, causal_rows), (False, key_rows)]
+    order = readings if is_causal else readings[::-1]
+    fit = next((c for c, expected in order if _rows_equal(allowed, expected)), None)
+    if fit is None:
+        return False, None, allowed
+    causal = fit
     padded = ~keys[..., 0, :]
     return causal, (padded if bool(padded.any()) else None), None
 
