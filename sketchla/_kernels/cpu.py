@@ -4,11 +4,6 @@ Nothing above this layer imports numba. Every kernel is deterministic regardless
 number of threads: work is split into partitions whose count depends only on the problem
 shape, partial results are reduced in a fixed order, and each output entry is accumulated in
 one fixed sequence.
-
-Kernels over a fixed number of partitions (``partitioned_kernel``) hand their partitions to
-threads dynamically (``numba.set_parallel_chunksize(1)`` around the call): on a loaded machine
-a thread that the OS deschedules then holds up one partition, not half of them. Which thread
-runs a partition never changes what it computes, so the results stay bit-identical.
 """
 
 from __future__ import annotations
@@ -17,7 +12,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .._jit import DualKernel, dual_kernel
+from .._jit import dual_kernel
 from .counter import (
     counter_below,
     counter_sign,
@@ -34,23 +29,6 @@ _MAX_PARTITIONS = 8
 _MIN_PARTITION_ROWS = 4096
 #: rows of a dense input hashed together before they are scattered (``hash_apply_rows``)
 _HASH_BLOCK = 256
-
-
-class _PartitionedKernel(DualKernel):
-    """A dual kernel whose parallel loop hands out one iteration (partition) at a time."""
-
-    def __call__(self, *args, work: int):
-        previous = numba.set_parallel_chunksize(1)
-        try:
-            return super().__call__(*args, work=work)
-        finally:
-            numba.set_parallel_chunksize(previous)
-
-
-def partitioned_kernel(fn) -> DualKernel:
-    """Like ``dual_kernel``, for a kernel whose ``prange`` runs over a few large partitions
-    (or blocks): they are scheduled dynamically instead of in one static slice per thread."""
-    return _PartitionedKernel(fn)
 
 
 def n_partitions(n_items: int, out_entries: int) -> int:
@@ -135,7 +113,7 @@ def _hash_block(kb, gb, ks, gs, j0, nb, m, s, scale, rows, vals):
             vt[i] = scale * counter_sign(ks, gs, (j0 + i) * s + t)
 
 
-@partitioned_kernel
+@dual_kernel
 def hash_apply_rows(A, kb, gb, ks, gs, m, s, scale, n_parts):
     """Partial sums of S @ A per row partition (reduce with ``reduce_partitions``) for dense A
     read row by row (C-order or any strided view): one pass, float64 accumulators.
@@ -185,7 +163,7 @@ def hash_apply_cols(AT, rows, vals, m):
     return out.T
 
 
-@partitioned_kernel
+@dual_kernel
 def hash_apply_csr(indptr, indices, data, d, kb, gb, ks, gs, m, s, scale, n_parts):
     """Partial sums of S @ A for CSR A: one pass over the nonzeros, row partitions, hashes on
     the fly."""
@@ -226,7 +204,7 @@ def hash_apply_csc(indptr, indices, data, rows, vals, m):
     return out.T
 
 
-@partitioned_kernel
+@dual_kernel
 def hash_apply_coo(row, col, data, d, rows, vals, m, n_parts):
     """Partial sums of S @ A for COO A (duplicates summed): one pass over the nonzeros, nnz
     partitions."""
@@ -286,7 +264,7 @@ def _fwht_axis0(X):
         h *= 2
 
 
-@partitioned_kernel
+@dual_kernel
 def fwht_fill_blocks(A, signs, buf, B):
     """buf[:n] = signs[:, None] * A, buf[n:] = 0, then FWHT of every block of B rows."""
     n = A.shape[0]
@@ -306,14 +284,14 @@ def fwht_fill_blocks(A, signs, buf, B):
         _fwht_axis0(buf[lo : lo + B])
 
 
-@partitioned_kernel
+@dual_kernel
 def fwht_blocks(buf, B):
     """FWHT of every contiguous block of B rows, in place."""
     for blk in prange(buf.shape[0] // B):
         _fwht_axis0(buf[blk * B : (blk + 1) * B])
 
 
-@partitioned_kernel
+@dual_kernel
 def fwht_across_gather(buf, B, T, tile_ptr, tile_sel, sel_rows, scale, out):
     """Finish the transform across blocks tile by tile and gather the selected rows:
     out[k] = scale * (H buf)[sel_rows[k]]; tile t's selections are tile_sel[tile_ptr[t]:...]."""
@@ -336,7 +314,7 @@ def fwht_across_gather(buf, B, T, tile_ptr, tile_sel, sel_rows, scale, out):
                 dst[c] = scale * src[c]
 
 
-@partitioned_kernel
+@dual_kernel
 def fwht_across_inplace(buf, B, T):
     """Transform across blocks, in place (tile by tile)."""
     N, d = buf.shape

@@ -4,9 +4,7 @@ A kernel that reads an (n, d) array once (CountSketch, SparseSign) cannot run fa
 parallel pass that only reads it. ``column_sums`` is that pass: each of a fixed number of row
 partitions sums its rows into its own accumulator (one per thread's share of the work, so no
 two threads write one cache line), 8 lanes per vector operation, and the partial sums are
-added in partition order at the end (deterministic, like the sketch kernels). Partitions are
-handed to threads dynamically, as in the sketch kernels (``cpu.partitioned_kernel``), so that
-both sides of a comparison meet a loaded machine alike.
+added in partition order at the end (deterministic, like the sketch kernels).
 """
 
 from __future__ import annotations
@@ -14,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .cpu import partitioned_kernel
+from .._jit import dual_kernel
 from .simd import LANES, axpy_lanes
 
 
-@partitioned_kernel
+@dual_kernel
 def column_sums(A, n_parts):
     """Column sums of a 2-D float32/float64 array (float64 accumulators), read once."""
     n, d = A.shape

@@ -178,6 +178,7 @@ def gray_sort_order(codes: np.ndarray, n_bits: int) -> np.ndarray:
     return order.reshape(shape)
 
 
+@accepts_torch("Q", "K")
 def mips_augment(Q: Any, K: Any) -> tuple[np.ndarray, np.ndarray]:
     r"""Asymmetric MIPS transform: ``(Q (..., n_q, d), K (..., n_k, d))`` to dimension d + 1.
 

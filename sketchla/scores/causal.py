@@ -18,6 +18,7 @@ from scipy.linalg.lapack import dtpqrt
 
 from .._backend import as_dense, check_finite, check_int, check_real
 from .._threads import serial_blas
+from .._torch import accepts_torch
 
 __all__ = ["prefix_leverage_scores"]
 
@@ -48,6 +49,7 @@ def _schur_scores(Z: np.ndarray) -> np.ndarray:
     return diag**2 - 1.0
 
 
+@accepts_torch("A")
 def prefix_leverage_scores(A, *, rtol: float = 1e-10, block_size: int = 256) -> np.ndarray:
     r"""Leverage score of each row within the rows up to it:
     :math:`c_j = a_j^\top (A_{\le j}^\top A_{\le j})^{+} a_j \in [0, 1]`.
