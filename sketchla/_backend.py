@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 __all__ = [
-    "array_namespace",
     "as_dense",
     "as_sparse",
     "check_finite",
@@ -52,25 +50,6 @@ def is_sparse(A: Any) -> bool:
 def is_cupy(A: Any) -> bool:
     """True for a CuPy ndarray; does not import cupy."""
     return type(A).__module__.split(".")[0] == "cupy"
-
-
-def array_namespace(*arrays: Any) -> ModuleType:
-    """The array module (``numpy`` or ``cupy``) the inputs live in.
-
-    scipy.sparse inputs and array-likes (lists, scalars) count as NumPy. Mixing CuPy and
-    host arrays is an error: sketchla never moves data between devices implicitly.
-    """
-    cupy_flags = [is_cupy(a) for a in arrays if a is not None]
-    if any(cupy_flags):
-        if not all(cupy_flags):
-            raise TypeError(
-                "inputs mix CuPy (GPU) and host arrays; move them to one device explicitly "
-                "(cupy.asarray / cupy.asnumpy)"
-            )
-        import cupy
-
-        return cupy
-    return np
 
 
 def compute_dtype(dtype: Any, name: str) -> np.dtype:

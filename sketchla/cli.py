@@ -40,8 +40,7 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def _bench(args: argparse.Namespace, console: Console) -> int:
-    from .bench import SUITES
-    from .bench._timing import machine_summary
+    from .bench import SUITES, machine_summary
 
     console = _wide(console)
     suite = SUITES[args.suite]

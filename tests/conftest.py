@@ -6,7 +6,6 @@ run is reproducible) and "thorough" (HYPOTHESIS_PROFILE=thorough: 1000 examples,
 
 import os
 
-import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -24,20 +23,3 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-
-def _has_cuda() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-def pytest_collection_modifyitems(config, items):
-    if _has_cuda():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU with cupy (pip install -e '.[gpu]')")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)

@@ -57,7 +57,7 @@ from test_fuzz import (
 
 import sketchla
 from sketchla.random import child_seed
-from sketchla.scores.universal import _THRESHOLD_SLACK
+from sketchla.scores import THRESHOLD_SLACK
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -380,7 +380,7 @@ def _set_bounds(K64: np.ndarray, eps: float, method: str):
         return np.array([], dtype=np.int64), None, lev
     rtol = 1e-6 + 100 * cond**2 * np.finfo(np.float64).eps
     must = np.flatnonzero(lev >= eps * (1 + rtol))
-    may = np.flatnonzero(lev >= eps * (1 - _THRESHOLD_SLACK) * (1 - rtol))
+    may = np.flatnonzero(lev >= eps * (1 - THRESHOLD_SLACK) * (1 - rtol))
     return must, (may if method == "gram" else None), lev
 
 
@@ -427,7 +427,7 @@ def test_universal_set(eps, method, split_every, return_info, data):
         assert np.isin(U, may).all(), (U, may, lev)
     if method == "gather":
         rank = lev.sum()  # exact scores sum to rank(K)
-        assert len(U) <= rank / (eps * (1 - _THRESHOLD_SLACK)) + 1e-6, (U, rank)
+        assert len(U) <= rank / (eps * (1 - THRESHOLD_SLACK)) + 1e-6, (U, rank)
 
 
 # -- LevAttention ------------------------------------------------------------------------------

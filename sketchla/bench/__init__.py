@@ -1,6 +1,7 @@
 """Side-by-side benchmarks (``sketchla bench SUITE``): medians and ratios, never asserted."""
 
 from . import attention, dask, lsh, scaling, scores, sketch
+from ._timing import machine_summary
 
 SUITES = {
     "sketch": sketch,
@@ -11,4 +12,4 @@ SUITES = {
     "lsh": lsh,
 }
 
-__all__ = ["SUITES"]
+__all__ = ["SUITES", "machine_summary"]

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from .._backend import as_dense, check_finite, check_real, compute_dtype
+from ..attention import lev_attention as _lev_attention_in_memory
 from ..attention import parse_kernel as _parse_kernel
-from ..attention.lev import lev_attention as _lev_attention_in_memory
 from ._detect import is_dask_array, require_dask
 from .scores import _UNIVERSAL_METHODS, universal_set
 from .sketch import row_chunked

@@ -29,9 +29,8 @@ from ..random import (
     resolve_rng,
     rng_alias,
 )
+from ..scores import THRESHOLD_SLACK, numerical_rank
 from ..scores import leverage_scores as _batch_leverage_scores
-from ..scores.leverage import _numerical_rank
-from ..scores.universal import _THRESHOLD_SLACK
 from ._detect import is_dask_array, require_dask
 from .sketch import row_chunked, row_offsets, tree_sum
 
@@ -58,7 +57,7 @@ def _range_basis_of_r(R: np.ndarray, n: int, rtol: float | None) -> np.ndarray:
     if not np.isfinite(R).all():
         raise ValueError("A contains NaN or infinity; expected finite values")
     W, s, _ = np.linalg.svd(R, full_matrices=False)
-    rank = _numerical_rank(s, (n, R.shape[1]), rtol)
+    rank = numerical_rank(s, (n, R.shape[1]), rtol)
     out = np.zeros((R.shape[1], R.shape[1]))
     out[: W.shape[0], :rank] = W[:, :rank]
     return out
@@ -69,7 +68,7 @@ def _sketch_inverse(SA: np.ndarray) -> np.ndarray:
     QR of S A (as in the in-memory method "sketch"), zero-padded to d columns."""
     d = SA.shape[1]
     _, R, perm = scipy.linalg.qr(SA, mode="economic", pivoting=True)
-    rank = _numerical_rank(np.abs(np.diag(R)), SA.shape, None)
+    rank = numerical_rank(np.abs(np.diag(R)), SA.shape, None)
     M = np.zeros((d, d))
     if rank:
         M[perm[:rank], :rank] = scipy.linalg.solve_triangular(R[:rank, :rank], np.eye(rank))
@@ -281,7 +280,7 @@ def universal_set(
     if method not in _UNIVERSAL_METHODS:
         raise ValueError(f"method must be one of {_UNIVERSAL_METHODS}, got {method!r}")
     d = K.shape[1]
-    thr = eps * (1.0 - _THRESHOLD_SLACK)
+    thr = eps * (1.0 - THRESHOLD_SLACK)
     offsets = row_offsets(K)[:-1].tolist()
     chunks = K.to_delayed().ravel()
     info: dict[str, Any] = {"method": method, "n_chunks": len(chunks)}

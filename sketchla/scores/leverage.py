@@ -41,7 +41,7 @@ def _validated(A, name: str = "A", finite: bool = True) -> np.ndarray:
     return A
 
 
-def _numerical_rank(magnitudes: np.ndarray, shape: tuple[int, int], rtol: float | None) -> int:
+def numerical_rank(magnitudes: np.ndarray, shape: tuple[int, int], rtol: float | None) -> int:
     """Count of |R_ii| (pivoted QR, decreasing) or singular values above rtol times the
     largest; default rtol max(n, d) * eps, numpy.linalg.matrix_rank's."""
     tol = max(shape) * np.finfo(np.float64).eps if rtol is None else rtol
@@ -84,7 +84,7 @@ def _orthonormal_factor(A: np.ndarray, rtol: float | None) -> tuple[np.ndarray, 
     if factors is not None:
         return factors
     Q, R, perm = scipy.linalg.qr(A, mode="economic", pivoting=True)
-    rank = _numerical_rank(np.abs(np.diag(R)), A.shape, rtol)
+    rank = numerical_rank(np.abs(np.diag(R)), A.shape, rtol)
     R = R[:rank][:, np.argsort(perm)]  # A = Q[:, :rank] R (columns back in A's order)
     Q = Q[:, :rank]
     Q[~A.any(axis=1)] = 0.0  # Householder rounding can leave ~1e-17 in rows of zeros
@@ -145,7 +145,7 @@ def _sketched(
     if c == 0:
         return np.zeros(n)
     _, R, perm = scipy.linalg.qr(SA / c, mode="economic", pivoting=True)
-    rank = _numerical_rank(np.abs(np.diag(R)), SA.shape, None)
+    rank = numerical_rank(np.abs(np.diag(R)), SA.shape, None)
     if rank == 0:
         return np.zeros(n)
     # A P = Q R restricted to the rank leading pivots: scores = row norms of A M with
@@ -277,7 +277,7 @@ def leverage_scores(
         if ridge:
             scores = U**2 @ (_ridge_weights(s, ridge))
         else:
-            rank = _numerical_rank(s, A.shape, rtol)
+            rank = numerical_rank(s, A.shape, rtol)
             scores = _row_sq_norms(U[:, :rank])
     else:
         Q, R = _orthonormal_factor(A64, rtol)

@@ -15,7 +15,7 @@ __all__ = ["universal_set"]
 
 #: scores within this relative margin below eps are kept (rounding must not drop a key whose
 #: exact score is eps)
-_THRESHOLD_SLACK = 1e-10
+THRESHOLD_SLACK = 1e-10
 
 _METHODS = ("exact", "sketch", "streaming")
 
@@ -154,4 +154,4 @@ def universal_set(
         scores = leverage_scores(K, method="qr")
     else:
         scores = sensitivity_bounds(K, p, method=sensitivity)
-    return np.flatnonzero(scores >= threshold * (1.0 - _THRESHOLD_SLACK)).astype(np.int64)
+    return np.flatnonzero(scores >= threshold * (1.0 - THRESHOLD_SLACK)).astype(np.int64)
