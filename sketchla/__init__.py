@@ -16,9 +16,9 @@ from .attention import (
     lev_attention,
     spectral_error,
 )
-from .kde import approx_matmul
 from .lsh import SimHash
 from .operators import SRHT, CountSketch, GaussianSketch, SketchOperator, SparseSign, sketch
+from .sampling import approx_matmul
 from .scores import (
     StreamingLeverage,
     leverage_scores,

@@ -32,7 +32,7 @@ from ..random import (
     external_stacklevel,
     resolve_rng,
 )
-from ..sampling import draw_samples
+from .draws import draw_samples
 
 __all__ = ["amm_probabilities", "approx_matmul"]
 
