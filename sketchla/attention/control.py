@@ -41,9 +41,8 @@ of the sample set. This is the regression (GREG) estimator of survey sampling
 Assisted Survey Sampling*, 1992, §6.4) with the fit cross-fitted; its variance is about
 :math:`1 - R_i^2` times that of the plain Horvitz-Thompson sum, :math:`R_i^2` being the share
 of the variance of :math:`e^{s}` over the light keys that a quadratic in the logit explains.
-Measured (n = 65536, d = 64, logits scaled by 1/sqrt(d), 512 draws): :math:`1 - R^2` is about
-0.12 on the flat instance (median error 3.8% -> 1.3%) and 0.2-0.3 on the planted one once its
-largest keys are exact. It helps little where a few keys carry the light mass (a needle the
+It helps most where the light terms are a smooth function of the logit (diffuse rows; the
+measured variance reductions are in ``docs/benchmarks/lsh.md``) and little where a few keys carry the light mass (a needle the
 windows missed): finding those is the heavy part's job.
 
 Rows with fewer than ``MIN_SAMPLES`` kept draws in either half, a numerically singular fit,
