@@ -42,8 +42,8 @@ Assisted Survey Sampling*, 1992, §6.4) with the fit cross-fitted; its variance 
 :math:`1 - R_i^2` times that of the plain Horvitz-Thompson sum, :math:`R_i^2` being the share
 of the variance of :math:`e^{s}` over the light keys that a quadratic in the logit explains.
 It helps most where the light terms are a smooth function of the logit (diffuse rows; the
-measured variance reductions are in ``docs/benchmarks/lsh.md``) and little where a few keys carry the light mass (a needle the
-windows missed): finding those is the heavy part's job.
+measured variance reductions are in ``docs/benchmarks/lsh.md``) and little where a few keys
+carry the light mass (a needle the windows missed): finding those is the heavy part's job.
 
 Rows with fewer than ``MIN_SAMPLES`` kept draws in either half, a numerically singular fit,
 or an estimate that is not positive fall back to the Horvitz-Thompson sum. The switch
