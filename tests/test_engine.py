@@ -19,6 +19,7 @@ from sketchla.attention import (
     MultiRoundLSH,
     Sinks,
     SortLSH,
+    TopBlocks,
     TopNorm,
     Uniform,
     UniversalSet,
@@ -360,3 +361,38 @@ def test_polynomial_kernel_through_the_engine_matches_dense():
     out = sketchla.lev_attention(Q, K, V, k=40, kernel=("poly", 3))
     W = np.abs(Q @ K.T) ** 3
     np.testing.assert_allclose(out, (W / W.sum(axis=1, keepdims=True)) @ V, rtol=1e-10)
+
+
+@given(problems(), st.booleans(), st.integers(1, 9), st.integers(1, 5), st.integers(1, 20))
+def test_top_blocks_attend_the_chosen_blocks_once(QKV, causal, p, n_blocks, r):
+    """TopBlocks | Window equals softmax attention over the union of each tile's chosen blocks
+    and the window (brute force from the selection), and all blocks is exact attention."""
+    Q, K, V = QKV
+    n = Q.shape[0]
+    sel = TopBlocks(p, n_blocks, r)
+    out = sketchla.approx_attention(Q, K, V, keys=sel | Window(2), causal=causal)
+    qs = Q[None] / np.sqrt(Q.shape[1])
+    chosen = sel.bind(Problem(qs, K[None], None, causal), np.random.SeedSequence(0))
+    blocks = chosen.member_blocks[0][np.arange(n) // min(r, n)]  # (n_q, n_key_blocks)
+    lag = np.arange(n)[:, None] - np.arange(n)[None, :]
+    allowed = blocks[:, np.arange(n) // p] | (
+        ((lag >= 0) & (lag < 2)) if causal else (abs(lag) < 2)
+    )
+    if causal:
+        allowed &= lag >= 0
+    np.testing.assert_allclose(out, dense(Q, K, V, allowed), rtol=1e-10, atol=1e-12)
+    every = sketchla.approx_attention(Q, K, V, keys=TopBlocks(p, n, r), causal=causal)
+    np.testing.assert_allclose(every, sketchla.exact_attention(Q, K, V, causal=causal), rtol=1e-10)
+
+
+def test_top_blocks_find_the_block_of_a_needle():
+    """A key aligned with every query and far larger than the rest: its block has the
+    largest bound for every tile, and is attended."""
+    rng = np.random.default_rng(11)
+    Q, K = rng.standard_normal((2, 512, 16))
+    Q[:, 0] = np.abs(Q[:, 0]) + 3.0
+    K[300, 0] = 40.0
+    chosen = TopBlocks(32, 1, 64).bind(
+        Problem(Q[None] / 4, K[None], None, False), np.random.SeedSequence(0)
+    )
+    assert np.all(chosen.chosen[0, :, 0] == 300 // 32)

@@ -17,6 +17,7 @@ selector               keys of query i (position p_i; causal: only p_j <= p_i)  
 :class:`Window`        keys with ``|p_i - p_j| < size`` (causal:             band
                        ``0 <= p_i - p_j < size``)
 :class:`SortLSH`       the rank-aligned sortLSH block of i (HyperAttention)  tiles
+:class:`TopBlocks`     the key blocks of largest logit bound (Quest)         tiles
 :class:`MultiRoundLSH` the union of T code-aligned SimHash windows           per query
 =====================  ====================================================  ===============
 
@@ -47,6 +48,7 @@ __all__ = [
     "Selection",
     "Sinks",
     "SortLSH",
+    "TopBlocks",
     "TopNorm",
     "UniversalSet",
     "Window",
@@ -546,6 +548,114 @@ class BlockSelection(Selection):
         shape = (prob.B, nb, bk)
         return tile_partial(
             prob, self.tiles, k_idx.reshape(shape), ok.reshape(shape), exclude, stats=stats
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# query-aware key blocks (Quest)
+# ------------------------------------------------------------------------------------------
+#: bounds (rows, n_blocks) formed per chunk of query rows, at most this many entries
+_BOUND_ENTRIES = 2**22
+
+
+@dataclass(frozen=True)
+class TopBlocks(KeySelector):
+    r"""Query-aware key blocks (Quest: Tang et al., ICML 2024, arXiv 2406.10774).
+
+    The keys are cut into blocks of ``block_size`` consecutive keys, each summarised by its
+    channel-wise maximum and minimum. For every query the upper bound of its logit over a
+    block,
+
+    .. math::
+        u_{ij} = \sum_c \max(q_c\, \overline{k}_{jc},\ q_c\, \underline{k}_{jc})
+               = q^+ \cdot \overline{k}_j + q^- \cdot \underline{k}_j
+               \ \ge\ \max_{l \in j} q \cdot k_l ,
+
+    is two matrix products (:math:`q^\pm` the positive and negative parts of q); each tile of
+    ``query_tile`` consecutive queries attends exactly the ``n_blocks`` blocks with the largest
+    :math:`\max_i (u_{ij} - \max_{j'} u_{ij'})` over its queries (causal: among the blocks
+    that start at or before a query of the tile). Cost O(n_q n_k d / block_size) for the bounds
+    (1/block_size of exact attention) and O(n_q n_blocks block_size d) for the tiles, all in
+    BLAS; a budget of ``n_blocks * block_size`` keys per query. A heuristic: each bound is
+    certified, the choice of blocks is not.
+    """
+
+    block_size: int = 64
+    n_blocks: int = 8
+    query_tile: int = 64
+    order = 2
+
+    def __post_init__(self):
+        check_int(self.block_size, "block_size", minimum=1)
+        check_int(self.n_blocks, "n_blocks", minimum=1)
+        check_int(self.query_tile, "query_tile", minimum=1)
+
+    def bind(self, prob, rng):
+        p, r = self.block_size, min(self.query_tile, prob.n_q)
+        n_kb = -(-prob.n_k // p)
+        take = min(self.n_blocks, n_kb)
+        tiles = index_tiles(prob.B, prob.n_q, r)
+        kmax, kmin, empty = _block_boxes(prob, p, n_kb)
+        chosen = np.empty((prob.B, tiles.n_tiles, take), dtype=np.int64)
+        block_start = np.arange(n_kb) * p
+        offset = prob.q_start - prob.k_start
+        rows = max(r, (_BOUND_ENTRIES // n_kb) // r * r)
+        for b, h in enumerate(prob.kv_index):
+            for s in range(0, prob.n_q, rows):
+                q = prob.q[b, s : s + rows].astype(np.float64)
+                u = np.maximum(q, 0) @ kmax[h].T + np.minimum(q, 0) @ kmin[h].T
+                u[:, empty[h]] = -np.inf
+                if prob.causal:  # blocks that start after the query
+                    qpos = np.arange(s, s + len(q)) + offset
+                    u[block_start[None, :] > qpos[:, None]] = -np.inf
+                top = u.max(axis=1, keepdims=True)
+                u = np.where(np.isfinite(top), u - np.where(np.isfinite(top), top, 0), -np.inf)
+                t0, t1 = s // r, -(-(s + len(q)) // r)
+                u = np.concatenate([u, np.full((t1 * r - s - len(q), n_kb), -np.inf)])
+                score = u.reshape(t1 - t0, r, n_kb).max(axis=1)
+                chosen[b, t0:t1] = np.argsort(-score, axis=1, kind="stable")[:, :take]
+        return BlockSetSelection(tiles, chosen, p, prob.n_k, n_kb)
+
+
+def _block_boxes(prob: Problem, p: int, n_kb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Channel-wise maximum and minimum of each block of p keys of every key/value head,
+    ``(B_kv, n_kb, d)`` each (padding and the tail of the last block left out; 0 for blocks
+    with no key), and the (B_kv, n_kb) mask of blocks with no key."""
+    B_kv, n_k, d = prob.k.shape
+    real = np.zeros((B_kv, n_kb * p), dtype=bool)
+    real[:, :n_k] = True if prob.pad is None else ~prob.pad
+    kmax = np.zeros((B_kv, n_kb, d))
+    kmin = np.zeros((B_kv, n_kb, d))
+    for h in range(B_kv):
+        Kp = np.zeros((n_kb * p, d))
+        Kp[:n_k] = prob.k[h]
+        Kp = Kp.reshape(n_kb, p, d)
+        ok = real[h].reshape(n_kb, p, 1)
+        kmax[h] = np.where(ok, Kp, -np.inf).max(axis=1)
+        kmin[h] = np.where(ok, Kp, np.inf).min(axis=1)
+    empty = ~real.reshape(B_kv, n_kb, p).any(axis=2)
+    kmax[empty], kmin[empty] = 0.0, 0.0
+    return kmax, kmin, empty
+
+
+class BlockSetSelection(Selection):
+    """Each query tile attends the key blocks ``chosen (B, n_tiles, n_blocks)``."""
+
+    def __init__(self, tiles: QueryTiles, chosen: np.ndarray, p: int, n_k: int, n_kb: int):
+        self.query_tiles, self.chosen, self.p, self.n_k = tiles, chosen, p, n_k
+        self.member_blocks = np.zeros((*chosen.shape[:2], n_kb), dtype=bool)
+        np.put_along_axis(self.member_blocks, chosen, True, axis=2)
+
+    def member(self, b, q, k):
+        tile = q // self.query_tiles.size
+        return self.member_blocks[b[:, None, None], tile[:, :, None], (k // self.p)[:, None, :]]
+
+    def partial(self, prob, exclude, stats, tile):
+        idx = self.chosen[..., None] * self.p + np.arange(self.p)
+        idx = idx.reshape(*self.chosen.shape[:2], -1)
+        ok = idx < self.n_k
+        return tile_partial(
+            prob, self.query_tiles, np.minimum(idx, self.n_k - 1), ok, exclude, stats=stats
         )
 
 
