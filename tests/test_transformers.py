@@ -259,7 +259,7 @@ def test_errors(model, ids):
     model.set_attn_implementation("sketchla_exact")
     with pytest.raises(TypeError, match=r"requires grad.*forward-only.*no_grad"):
         model(ids)  # grad mode on: the projections require grad
-    with pytest.raises(TypeError, match="not an argument of sketchla's hyper solver"):
+    with pytest.raises(TypeError, match="not an argument of the hyper solver"):
         skt.register("t_bad", solver="hyper", block=64)
     with pytest.raises(TypeError, match="set from transformers"):
         skt.register("t_bad", solver="exact", causal=True)
@@ -305,3 +305,31 @@ def test_no_layout_warning_for_more_heads_than_tokens():
     with pytest.warns(UserWarning, match="layout"):
         ref = sketchla.exact_attention(q, q, q, causal=True)
     assert torch.equal(out, ref.transpose(1, 2))
+
+
+def test_approx_compositions_and_callables(model, ids):
+    """solver="approx" takes key selectors and an estimator; a callable runs as it is."""
+    from sketchla.attention import Sinks, Uniform, Window
+
+    ref = logits(model, "sketchla_exact", ids)
+    skt.register("t_window_all", solver="approx", keys=Window(N))
+    assert_rel(logits(model, "t_window_all", ids), ref)
+    skt.register("t_stream", solver="approx", keys=Sinks(2) | Window(4), rest=Uniform(4), rng=0)
+    mask = torch.ones(2, N, dtype=torch.long)
+    mask[0, :5] = 0
+    assert torch.isfinite(logits(model, "t_stream", ids, attention_mask=mask)).all()
+    seen = []
+
+    def mine(Q, K, V, *, causal, scale, key_padding_mask=None, tag=""):
+        seen.append((tuple(Q.shape), tuple(K.shape), causal, tag))
+        return sketchla.exact_attention(
+            Q, K, V, causal=causal, scale=scale, key_padding_mask=key_padding_mask
+        )
+
+    skt.register("t_callable", solver=mine, last=1, tag="x")
+    assert_rel(logits(model, "t_callable", ids), ref)
+    assert seen == [((2, 4, N, 16), (2, 2, N, 16), True, "x")]
+    with pytest.raises(ValueError, match="keys= and/or rest="):
+        skt.register("t_bad", solver="approx")
+    with pytest.raises(TypeError, match="not an argument of the mine solver"):
+        skt.register("t_bad", solver=mine, block_size=4)

@@ -12,6 +12,10 @@ name                solver
 ``sketchla_lev``    :func:`sketchla.lev_attention` (``eps=0.05, local_window=128``)
 ==================  ============================================================
 
+and :func:`register` adds more: ``solver="approx"`` runs :func:`sketchla.approx_attention`
+with any key selectors and light estimator (``keys=Sinks(4) | Window(256), rest=Uniform(64)``),
+and a callable with the solvers' signature runs as it is.
+
 so that a model built with ``attn_implementation="sketchla_hyper"`` (``from_pretrained``,
 ``from_config``, or ``model.set_attn_implementation``) runs its attention through sketchla::
 
@@ -57,7 +61,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..attention import exact_attention, hyper_attention, lev_attention
+from ..attention import approx_attention, exact_attention, hyper_attention, lev_attention
 
 __all__ = ["DEFAULT_SETTINGS", "NAMES", "SketchlaAttention", "register"]
 
@@ -69,12 +73,14 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "exact": {},
     "hyper": {},
     "lev": {"eps": 0.05, "local_window": 128},
+    "approx": {},
 }
 
 _SOLVERS: dict[str, Callable[..., Any]] = {
     "exact": exact_attention,
     "hyper": hyper_attention,
     "lev": lev_attention,
+    "approx": approx_attention,
 }
 #: arguments the integration sets from transformers' call
 _RESERVED = {"Q", "K", "V", "causal", "scale", "attn_mask", "key_padding_mask", "return_lse"}
@@ -106,15 +112,17 @@ class SketchlaAttention:
 
     def __init__(
         self,
-        solver: str,
+        solver: str | Callable[..., Any],
         *,
         layers: Iterable[int] | None = None,
         last: int | None = None,
         other: str = "sdpa",
         **settings: Any,
     ) -> None:
-        if solver not in _SOLVERS:
-            raise ValueError(f"solver must be one of {sorted(_SOLVERS)}, got {solver!r}")
+        if not callable(solver) and solver not in _SOLVERS:
+            raise ValueError(
+                f"solver must be one of {sorted(_SOLVERS)} or a callable, got {solver!r}"
+            )
         if layers is not None and last is not None:
             raise TypeError("pass layers= or last=, not both")
         if layers is not None:
@@ -125,18 +133,21 @@ class SketchlaAttention:
             raise ValueError(f"last must be an int >= 1, got {last!r}")
         if other not in ("sdpa", "exact"):
             raise ValueError(f"other must be 'sdpa' or 'exact', got {other!r}")
-        params = inspect.signature(_SOLVERS[solver]).parameters
+        if solver == "approx" and settings.get("keys") is None and settings.get("rest") is None:
+            raise ValueError("solver='approx' needs keys= and/or rest= (see approx_attention)")
+        params = inspect.signature(_solver_function(solver)).parameters
         open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
         for key in settings:
             if key in _RESERVED:
                 raise TypeError(f"{key}= is set from transformers' arguments, not a setting")
             if key not in params and not open_ended:
-                raise TypeError(f"{key!r} is not an argument of sketchla's {solver} solver")
+                raise TypeError(f"{key!r} is not an argument of the {_name(solver)} solver")
         self.solver = solver
         self.layers: frozenset[int] | None = layers
         self.last = last
         self.other = other
-        self.settings = {**DEFAULT_SETTINGS[solver], **settings}
+        defaults = DEFAULT_SETTINGS.get(solver, {}) if isinstance(solver, str) else {}
+        self.settings = {**defaults, **settings}
 
     def __repr__(self) -> str:
         where = (
@@ -145,7 +156,8 @@ class SketchlaAttention:
             else (f", last={self.last}" if self.last is not None else "")
         )
         extra = "".join(f", {k}={v!r}" for k, v in self.settings.items())
-        return f"SketchlaAttention({self.solver!r}{where}, other={self.other!r}{extra})"
+        solver = self.solver if isinstance(self.solver, str) else _name(self.solver)
+        return f"SketchlaAttention({solver!r}{where}, other={self.other!r}{extra})"
 
     def patches(self, module: Any) -> bool:
         """Whether the layer of ``module`` (its ``layer_idx``) runs the sketchla solver."""
@@ -210,7 +222,7 @@ class SketchlaAttention:
 
     @staticmethod
     def _solve(
-        solver: str,
+        solver: str | Callable[..., Any],
         query: Any,
         key: Any,
         value: Any,
@@ -224,21 +236,30 @@ class SketchlaAttention:
         else:
             if mask is not None:
                 raise ValueError(
-                    f"sketchla's {solver} solver takes causal and key-padding masks only; this "
+                    f"the {_name(solver)} solver takes causal and key-padding masks only; this "
                     "layer's attention mask is neither (sliding window, packed sequences or an "
                     "additive bias): use sketchla_exact, or register with layers= / last= "
                     "to leave this layer exact"
                 )
-            if "key_padding_mask" in args and not _takes_padding(_SOLVERS[solver]):
+            fn = _solver_function(solver)
+            if "key_padding_mask" in args and not _takes_padding(fn):
                 raise NotImplementedError(
-                    f"sketchla's {solver} solver takes no key_padding_mask in this version, so "
+                    f"the {_name(solver)} solver takes no key_padding_mask in this version, so "
                     "it cannot run a padded batch: use sketchla_exact or sketchla_lev, or "
                     "unpadded sequences"
                 )
             if solver == "hyper" and args["causal"] and n_q != key.shape[-2]:
                 settings = {**settings, "causal_scheme": "blocks"}  # halving needs n_q == n_k
-            out = _SOLVERS[solver](query, key, value, **args, **settings)
+            out = fn(query, key, value, **args, **settings)
         return out
+
+
+def _name(solver: str | Callable[..., Any]) -> str:
+    return solver if isinstance(solver, str) else getattr(solver, "__name__", repr(solver))
+
+
+def _solver_function(solver: str | Callable[..., Any]) -> Callable[..., Any]:
+    return solver if callable(solver) else _SOLVERS[solver]
 
 
 def _takes_padding(solver: Callable[..., Any]) -> bool:
@@ -320,7 +341,7 @@ def _rows_equal(allowed: Any, expected: Callable[[int, int], Any], chunk: int = 
 
 def register(
     name: str | None = None,
-    solver: str | None = None,
+    solver: str | Callable[..., Any] | None = None,
     *,
     layers: Iterable[int] | None = None,
     last: int | None = None,
@@ -335,8 +356,12 @@ def register(
         The ``attn_implementation`` name. None registers the three defaults
         (``sketchla_exact``, ``sketchla_hyper``, ``sketchla_lev``, as on import) and returns
         their names.
-    solver : {"exact", "hyper", "lev"}, optional
+    solver : {"exact", "hyper", "lev", "approx"} or callable, optional
         Default: the solver of a default name (``"sketchla_hyper"`` -> ``"hyper"``).
+        ``"approx"`` is :func:`sketchla.approx_attention` (pass ``keys=`` / ``rest=``); a
+        callable is called as ``solver(Q, K, V, causal=..., scale=..., [key_padding_mask=...,]
+        **settings)`` with torch tensors (batch, heads, n, d) and returns (batch, heads, n_q,
+        d_v).
     layers : iterable of int, optional
         Patch only these layers (``module.layer_idx``; negative indices count from the end).
     last : int >= 1, optional
@@ -345,7 +370,7 @@ def register(
         What the other layers run: transformers' SDPA function or sketchla's exact attention.
     **settings
         Keyword arguments of the solver (``block_size=``, ``sample_size=``, ``rng=``,
-        ``eps=``, ``local_window=``, ...).
+        ``eps=``, ``local_window=``, ``keys=``, ``rest=``, ...).
 
     Returns
     -------
