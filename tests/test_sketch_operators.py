@@ -417,7 +417,16 @@ def test_hash_sketch_of_huge_sparse_input_is_o_nnz(fmt, s):
     for r, c, v in zip(rows, cols, data, strict=True):
         expected[:, c] += v * S.column_block(int(r), int(r) + 1).todense()[:, 0]
     np.testing.assert_allclose(out, expected, rtol=1e-15, atol=0)
-    np.testing.assert_allclose(S.apply(A, sparse_output=True).toarray(), expected, rtol=1e-15)
+    import tracemalloc
+
+    tracemalloc.start()  # numpy / scipy allocations are traced (n-length arrays: 17 GB)
+    try:
+        sparse = S.apply(A, sparse_output=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, peak  # O(nnz s), not O(n)
+    np.testing.assert_allclose(sparse.toarray(), expected, rtol=1e-15)
 
 
 @pytest.mark.parametrize("layout", ["csr", "csc", "coo"])

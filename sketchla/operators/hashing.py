@@ -109,10 +109,12 @@ class _HashSketch(SketchOperator):
         """``S @ A``; with ``sparse_output=True`` and scipy.sparse ``A``, a sparse (m, d) CSR
         result (as ``scipy.linalg.clarkson_woodruff_transform`` returns for sparse input).
 
-        The sparse result is the product of the sparse matrix of S restricted to the rows of A
-        that hold a nonzero (O(nnz(A) s) to build) with A, so it costs O(nnz(A) s) memory
-        whatever n and m; its data is in A's compute dtype, and it equals ``S @ A`` to
-        rounding (scipy's sparse product sums in another order than the dense kernels).
+        The sparse result is built from the nonzeros of A alone: nonzero (j, c, x) of A adds
+        ``x * value(j, t)`` at entry ``(row(j, t), c)`` for t < s (the hash of column j of S
+        computed for that nonzero only), and duplicates are summed in float64. So it costs
+        O(nnz(A) s) time and memory whatever n (no n-length index array, also for n > 2^31);
+        its data is in A's compute dtype, and it equals ``S @ A`` to rounding (the sums run in
+        another order than the dense kernels').
         Dense ``A`` with ``sparse_output=True`` is a TypeError (the result would be dense).
         """
         if not isinstance(sparse_output, (bool, np.bool_)):
@@ -126,16 +128,15 @@ class _HashSketch(SketchOperator):
             )
         A = as_sparse(A, "A")
         self._check_rows(A.shape[0], self.n, "A")
-        if A.format == "csr":
-            used = np.flatnonzero(np.diff(A.indptr))
-        else:
-            used = np.unique(A.indices if A.format == "csc" else A.coords[0])
-        rows, vals = self.table_at(used)
+        coo = A if A.format == "coo" else A.tocoo()  # CSR: O(nnz + n), which CSR already is
+        rows, vals = self.table_at(coo.coords[0])  # (nnz, s): the hash of each nonzero's row
         s = self.nnz_per_col
-        S_used = sp.csr_array(
-            (vals.ravel(), (rows.ravel(), np.repeat(used, s))), shape=(self.m, self.n)
-        )
-        out = sp.csr_array(S_used.astype(A.dtype) @ A)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below
+            data = (vals * coo.data.astype(np.float64)[:, None]).ravel()
+        out = sp.coo_array(
+            (data, (rows.ravel(), np.repeat(coo.coords[1], s))), shape=(self.m, A.shape[1])
+        ).tocsr()  # sums duplicates
+        out = out.astype(A.dtype)
         raise_for_nonfinite(out.data, {"A": A})
         return out
 
