@@ -56,7 +56,7 @@ def distortion(SU):
 
 
 def make(kind, m, seed):
-    return make_operator(kind, m, N, seed=seed, nnz_per_col=8)
+    return make_operator(kind, m, N, rng=seed, nnz_per_col=8)
 
 
 @pytest.mark.parametrize("matrix", [random_tall, coherent], ids=["random", "coherent"])
