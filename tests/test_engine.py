@@ -193,8 +193,11 @@ def test_grouped_query_heads_equal_repeated_kv(solver):
             Q, K, V, keys=Sinks(3) | Window(4), rest=Uniform(100, replace=False), rng=0, **kw
         ),
         lambda Q, K, V, **kw: sketchla.lev_attention(Q, K, V, eps=1e-12, **kw),
+        lambda Q, K, V, **kw: sketchla.hyper_attention(
+            Q, K, V, block_size=100, min_seq_len=8, rng=0, **kw
+        ),
     ],
-    ids=["exact", "window", "samples", "lev"],
+    ids=["exact", "window", "samples", "lev", "hyper"],
 )
 def test_a_padded_batch_equals_its_sequences_one_by_one(solve, causal):
     """Left padding (decoding) on sequence 0, right padding on sequence 1: padded keys never

@@ -49,6 +49,7 @@ def hyper_attention(
     *,
     causal: bool = False,
     scale: float | None = None,
+    key_padding_mask: Any = None,
     block_size: int = 256,
     sample_size: int = 256,
     n_bits: int = 7,
@@ -73,6 +74,9 @@ def hyper_attention(
         Query i attends keys j <= i.
     scale : float, optional
         Logit scale, default 1/sqrt(d).
+    key_padding_mask : array_like of bool, optional
+        ``(*batch, n_k)``, True marks a padded key: never attended, never drawn, and hashed
+        after every real key (it lands in no block's softmax).
     block_size : int >= 1
         Keys per heavy block (the authors' default 256). ``block_size >= n_k`` makes the
         non-causal result exact.
@@ -127,4 +131,5 @@ def hyper_attention(
     return run_attention(
         Q, K, V, comp, causal=causal, scale=scale, rng=rng, seed=seed,
         causal_scheme=causal_scheme, min_seq_len=min_seq_len, tile=256, return_lse=return_lse,
+        key_padding_mask=key_padding_mask,
     )  # fmt: skip
