@@ -62,6 +62,15 @@ def test_bench_quick_writes_a_table(tmp_path, capsys):
         assert comp.label in printed, comp.label
 
 
+def test_bench_scaling_writes_figure_and_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKETCHLA_BENCH_DIR", str(tmp_path))
+    argv = ["bench", "scaling", "--quick", "--repeat", "1", "--n", str(2**17)]
+    assert main(argv) == 0
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    table = (tmp_path / "scaling-times.md").read_text()
+    assert "| 2^16 |" in table and "| 2^17 |" in table and "slope" in table
+
+
 def test_version_and_module_entry_point():
     out = subprocess.run(
         [sys.executable, "-m", "sketchla", "--version"],
