@@ -5,7 +5,8 @@ Sketching operators (:class:`GaussianSketch`, :class:`SRHT`, :class:`CountSketch
 the same seed gives the same operator in every call, process and thread count.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from . import distributed, random
 from .attention import (
@@ -29,8 +30,8 @@ from .scores import (
 )
 
 try:
-    __version__ = version("sketchla")
-except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = _version("sketchla")
+except _PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [

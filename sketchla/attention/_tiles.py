@@ -278,6 +278,6 @@ def tile_partial(
         X = X.reshape(B, nt * r, *X.shape[2:])
         return np.take_along_axis(X, inv.reshape(*inv.shape, *([1] * (X.ndim - 2))), axis=1)
 
-    return Partial(
-        unsort(lse), unsort(out), unsort(lse2), mom=unsort(mom), mom_max=unsort(mom_max)
-    )  # type: ignore[arg-type]
+    lse_q = unsort(lse)
+    assert lse_q is not None
+    return Partial(lse_q, unsort(out), unsort(lse2), mom=unsort(mom), mom_max=unsort(mom_max))

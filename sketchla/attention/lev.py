@@ -53,7 +53,7 @@ from .._backend import as_dense, check_int
 from .._torch import accepts_torch
 from ..random import UNSET, RngLike, SeedLike, external_stacklevel, resolve_rng
 from .engine import Composition, check_scheme, run_attention
-from .selectors import UniversalSet, Window, parse_kernel, universal_key_set
+from .selectors import KeySelector, UniversalSet, Window, parse_kernel, universal_key_set
 
 __all__ = ["lev_attention", "lev_key_set"]
 
@@ -87,8 +87,9 @@ def lev_key_set(
     if not isinstance(causal, bool | np.bool_):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
     return universal_key_set(
-        K, eps, k, 2.0 if p is None else p, bool(causal), score_method=score_method, rng=rng
-    )
+        K, eps, k, 2.0 if p is None else p, bool(causal),
+        score_method=score_method, rng=resolve_rng(rng, stacklevel=external_stacklevel()),
+    )  # fmt: skip
 
 
 @accepts_torch("Q", "K", "V")
@@ -173,7 +174,7 @@ def lev_attention(
     if (eps is None) == (k is None):
         raise ValueError("give exactly one of eps (score threshold) and k (number of keys)")
     seq = resolve_rng(rng, seed, stacklevel=external_stacklevel())
-    keys = UniversalSet(eps, k, 2.0 if p is None else p, score_method)
+    keys: KeySelector = UniversalSet(eps, k, 2.0 if p is None else p, score_method)
     if local_window:
         keys = keys | Window(local_window)
         n_q, n_k = np.shape(Q)[-2], np.shape(K)[-2]

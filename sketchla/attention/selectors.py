@@ -627,13 +627,13 @@ def _block_boxes(prob: Problem, p: int, n_kb: int) -> tuple[np.ndarray, np.ndarr
     kmax = np.zeros((B_kv, n_kb, d))
     kmin = np.zeros((B_kv, n_kb, d))
     for h in range(B_kv):
-        Kp = np.zeros((n_kb * p, d))
-        Kp[:n_k] = prob.k[h]
-        Kp = Kp.reshape(n_kb, p, d)
+        flat = np.zeros((n_kb * p, d))
+        flat[:n_k] = prob.k[h]
+        blocks = flat.reshape(n_kb, p, d)
         ok = real[h].reshape(n_kb, p, 1)
-        kmax[h] = np.where(ok, Kp, -np.inf).max(axis=1)
-        kmin[h] = np.where(ok, Kp, np.inf).min(axis=1)
-    empty = ~real.reshape(B_kv, n_kb, p).any(axis=2)
+        kmax[h] = np.where(ok, blocks, -np.inf).max(axis=1)
+        kmin[h] = np.where(ok, blocks, np.inf).min(axis=1)
+    empty = np.logical_not(real.reshape(B_kv, n_kb, p).any(axis=2))
     kmax[empty], kmin[empty] = 0.0, 0.0
     return kmax, kmin, empty
 

@@ -264,7 +264,7 @@ def _spectral_denominators(Q, K, V) -> tuple[np.ndarray, float, dict]:
     """(exact Att, ||D^{-1}A||_op ||V||_op, diagnostics) from one call of
     :func:`sketchla.spectral_error` (with the exact output as the approximation, so the
     diagnostics describe the instance: alpha, kappa, norms)."""
-    exact = exact_attention(Q, K, V)
+    exact = cast(np.ndarray, exact_attention(Q, K, V))
     _, diag = spectral_error(Q, K, V, exact, return_diagnostics=True)
     return exact, float(diag["softmax_op_norm"] * diag["v_op_norm"]), diag
 
