@@ -29,7 +29,7 @@ def main(quick: bool = False) -> float:
     t_exact = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    S = sketchla.CountSketch(m, n, seed=0)
+    S = sketchla.CountSketch(m, n, rng=0)
     SAb = S @ np.column_stack([A, b])
     x_sk = np.linalg.lstsq(SAb[:, :d], SAb[:, d], rcond=None)[0]
     t_sketch = time.perf_counter() - t0

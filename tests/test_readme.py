@@ -27,5 +27,5 @@ def test_readme_python_blocks_run_and_their_comments_hold():
     # dask block: lazy, and equal to the in-memory sketch of the same data
     SX = ns["SX"]
     assert type(SX).__module__.startswith("dask")
-    S = ns["sketchla"].CountSketch(1024, ns["X"].shape[0], seed=0)
+    S = ns["sketchla"].CountSketch(1024, ns["X"].shape[0], rng=0)
     np.testing.assert_allclose(SX.compute(), S @ ns["X"].compute(), rtol=1e-10, atol=1e-8)

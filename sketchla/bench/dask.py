@@ -121,11 +121,11 @@ def _out_of_core(rows: int, d: int, m: int, chunk: int, seed: int, progress) -> 
 
     cluster, client = _cluster(2)
     try:
-        S = CountSketch(m, rows, seed=seed)
+        S = CountSketch(m, rows, rng=seed)
         X = generated(rows, d, chunk, seed)
         # compile / load the kernels in the workers first (not timed)
         warm = generated(2 * chunk, d, chunk, seed)
-        client.compute(CountSketch(m, 2 * chunk, seed=seed) @ warm, sync=True)
+        client.compute(CountSketch(m, 2 * chunk, rng=seed) @ warm, sync=True)
         results = {}
         for name, expr in [("generate + sum", X.sum()), ("generate + countsketch", S @ X)]:
             if progress:
@@ -178,7 +178,7 @@ def run(
     from distributed import wait
 
     chunk_rows = tuple(max(_GEN_ROWS, c // _GEN_ROWS * _GEN_ROWS) for c in chunk_rows)
-    S = CountSketch(m, n, seed=seed)
+    S = CountSketch(m, n, rng=seed)
     clusters = {w: _cluster(w) for w in workers}
     timed: dict[str, Case] = {}
     comparisons = []
