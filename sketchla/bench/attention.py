@@ -20,9 +20,12 @@ Spectral error ratios ||Att - approx||_op / (||softmax(QK^T)||_op ||V||_op) of h
 are computed on the "flat" and "planted" instances at the sizes <= ``spectral_max_n``: each
 needs the exact output and a Lanczos estimate of ||softmax||_op (tens of passes of n^2
 exponentials), which is unaffordable at n = 131072 on 2 cores. They are reported in ``sizes``
-(the CLI prints those in the title), as is the size of LevAttention's key set. The ratio of
-the all-zero output, ||Att||_op / (||softmax||_op ||V||_op), is reported
-beside them: on "flat" rows average many values, Att is small, and even 0 has a small ratio.
+(the CLI prints those in the title), as is the size of LevAttention's key set. Beside them
+stand three yardsticks on the same input: the all-zero output (ratio
+||Att||_op / (||softmax||_op ||V||_op); on "flat" rows average many values, Att is small, and
+even 0 has a small ratio), uniform attention over the allowed keys (the mean of V, causal:
+prefix means) and window-only attention (``approx_attention(keys=Window(256))``); a
+``<solver> vs yardsticks`` entry says in words which yardsticks a solver loses to.
 
 Goals of issue 5 (2 cores): hyper non-causal at n = 131072 >= 50x faster than exact with
 spectral ratio <= 0.1 on flat and planted; causal >= 8x; time from n = 16384 to 131072 grows
@@ -40,6 +43,7 @@ import numpy as np
 from ..attention import (
     MultiRoundLSH,
     Uniform,
+    Window,
     approx_attention,
     exact_attention,
     hyper_attention,
@@ -58,6 +62,8 @@ SPEED_GOALS = {False: 50.0, True: 8.0}  # at the largest size; non-causal / caus
 GROWTH_GOAL = 0.1  # t(16384) / t(131072) >= 0.1, i.e. at most 10x for 8x n
 SPECTRAL_GOAL = 0.1
 SPECTRAL_INSTANCES = ("flat", "planted")
+#: window of the window-only yardstick
+YARDSTICK_WINDOW = 256
 #: the multi-round composition timed beside the defaults (causal: the recursive scheme)
 MULTIROUND: dict[str, Any] = {
     "keys": MultiRoundLSH(block_size=16, n_rounds=32),
@@ -120,9 +126,42 @@ def spectral_ratios(
         for name, solve in solvers.items():
             err = np.linalg.norm(solve(Q, K, V, causal).astype(np.float64) - exact, 2)
             ratios[name][kind] = float(err / denom)
-        # the ratio of the all-zero "approximation": a ratio means little unless well below it
-        ratios.setdefault("zero output", {})[kind] = float(np.linalg.norm(exact, 2) / denom)
+        # yardsticks: a ratio means little unless well below theirs
+        for name, out in yardstick_outputs(Q, K, V, causal).items():
+            err = np.linalg.norm(out - exact, 2)
+            ratios.setdefault(name, {})[kind] = float(err / denom)
     return ratios
+
+
+#: the yardsticks shown beside every solver's spectral ratio (design notes, section 5)
+YARDSTICKS = ("zero output", "uniform (mean of V)", f"window {YARDSTICK_WINDOW} only")
+
+
+def yardstick_outputs(Q, K, V, causal: bool) -> dict[str, np.ndarray]:
+    """The zero output, uniform attention over the allowed keys (the mean of V, each query's
+    prefix mean when causal) and window-only attention, as float64 arrays."""
+    v = np.asarray(V, dtype=np.float64)
+    if causal:
+        uniform = np.cumsum(v, axis=0) / np.arange(1, len(v) + 1)[:, None]
+    else:
+        uniform = np.broadcast_to(v.mean(axis=0), v.shape)
+    window = approx_attention(Q, K, V, keys=Window(YARDSTICK_WINDOW), causal=causal)
+    return {
+        YARDSTICKS[0]: np.zeros_like(v),
+        YARDSTICKS[1]: uniform,
+        YARDSTICKS[2]: np.asarray(window, dtype=np.float64),
+    }
+
+
+def versus_yardsticks(ratios: dict[str, dict[str, float]], solver: str) -> str:
+    """Plain words: the yardsticks whose ratio ``solver`` does not beat, per instance."""
+    lost = [
+        f"{y} on {kind} ({ratios[y][kind]:.3f} vs {ratios[solver][kind]:.3f})"
+        for kind in SPECTRAL_INSTANCES
+        for y in YARDSTICKS
+        if not ratios[solver][kind] < ratios[y][kind]
+    ]
+    return "LOSES to " + "; ".join(lost) if lost else "beats every yardstick"
 
 
 def _time_size(size, d, causal, repeat, seed, solvers, sdpa, exact_repeat_max_n, progress):
@@ -242,6 +281,8 @@ def run(
             for name, by_kind in ratios.items():
                 key = f"spectral {name} {_tag(size, causal)} ({'/'.join(SPECTRAL_INSTANCES)})"
                 info[key] = "/".join(f"{by_kind[k]:.3f}" for k in SPECTRAL_INSTANCES)
+            for name in solvers:
+                info[f"{name} vs yardsticks {_tag(size, causal)}"] = versus_yardsticks(ratios, name)
     for solver in (name for name in solvers if name.startswith("hyper")):
         measured = [
             float(x)

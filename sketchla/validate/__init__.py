@@ -12,6 +12,8 @@ at a stated failure probability), REPORTED for heuristics that carry no guarante
 ``softmax_scope``         where softmax has no universal set; captured softmax mass
 ``hyper``                 HyperAttention: spectral ratio, ApproxD, Gray order, assumptions, time
 ``real``                  experiments 3-5 on real all-MiniLM-L6-v2 attention heads
+``llm``                   SmolLM2-135M perplexity and passkey with patched layers, against
+                          baselines at the same key budget (SKIPPED without the model)
 ========================  ===============================================================
 
 Run ``sketchla validate --quick --out DIR`` (or :func:`run_suite`) for the verdict table, and a

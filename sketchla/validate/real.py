@@ -24,10 +24,13 @@ from ..scores import universal_set
 from ._core import Context, experiment
 from ._plot import figure, finish
 from .hyper import (
+    YARDSTICKS,
     _spectral_denominators,
     block_mass,
     exact_lse,
     spectral_ratio,
+    versus_yardsticks,
+    yardstick_ratios,
 )
 from .softmax_scope import STRATEGIES, captured_mass, softmax_matrix
 from .universal import heavy_columns, witness_queries
@@ -235,6 +238,10 @@ def run_real_hyper(ctx: Context) -> None:
                 len(U),
                 f"{r_lev:.3f}",
                 f"{r_levw:.3f}",
+                *[
+                    f"{v:.3f}"
+                    for v in yardstick_ratios(Q, K, V, exact, denom, window=block).values()
+                ],
             ]
         )
         d = Q.shape[1]
@@ -270,6 +277,19 @@ def run_real_hyper(ctx: Context) -> None:
         f"{max(float(r[1]) for r in spec):.3g}], kappa in "
         f"[{min(float(r[2]) for r in spec):.3g}, {max(float(r[2]) for r in spec):.3g}]",
     )
+    med_ys = {
+        y: float(np.median([float(r[8 + i]) for r in spec])) for i, y in enumerate(YARDSTICKS)
+    }
+    for name, value in zip(
+        ("hyper", "hyper + U", f"lev top-{block + m}", "lev + window"), med, strict=True
+    ):
+        ctx.report(
+            f"real heads, median spectral ratio of {name} against the yardsticks' medians "
+            f"({' / '.join(YARDSTICKS)}, window {block})",
+            "design notes 5: every error next to its yardsticks",
+            f"{value:.3f}",
+            note=versus_yardsticks(value, med_ys),
+        )
     ctx.table(
         "per head: assumptions and spectral ratios",
         [
@@ -281,6 +301,7 @@ def run_real_hyper(ctx: Context) -> None:
             "|U|",
             f"lev top-{block + m}",
             "lev + window",
+            *YARDSTICKS,
         ],
         spec,
     )

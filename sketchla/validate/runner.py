@@ -25,7 +25,15 @@ from ._core import PROFILES, REGISTRY, Context, Experiment, ExperimentResult, ti
 __all__ = ["SuiteResult", "experiments", "run_suite", "write_report"]
 
 #: experiment families, one module each, in suite order
-FAMILIES: tuple[str, ...] = ("jl", "leverage", "universal", "softmax_scope", "hyper", "real")
+FAMILIES: tuple[str, ...] = (
+    "jl",
+    "leverage",
+    "universal",
+    "softmax_scope",
+    "hyper",
+    "real",
+    "llm",
+)
 
 _STYLE = {"PASS": "bold green", "FAIL": "bold red", "REPORTED": "cyan"}
 #: the verdict column of the terminal table, one short word per claim
@@ -94,7 +102,7 @@ def run_suite(
     ----------
     only : str or list of str, optional
         Experiment names or family names (``jl``, ``leverage``, ``universal``,
-        ``softmax_scope``, ``hyper``, ``real``).
+        ``softmax_scope``, ``hyper``, ``real``, ``llm``).
     profile : {"quick", "full"}
         "quick": the whole suite in about 3 minutes on 2 cores; "full": larger sizes, more
         seeds.
