@@ -148,9 +148,9 @@ class MaskSelection(Selection):
 
     def partial(self, prob, exclude, stats, tile):
         idx, ok = self.keys()
+        if prob.causal:  # small tiles: each lists its own positions (see _causal_partial)
+            return self._causal_partial(prob, idx, ok, min(tile, 64, prob.n_q), exclude, stats)
         tiles = index_tiles(prob.B, prob.n_q, tile)
-        if prob.causal:
-            return self._causal_partial(prob, idx, ok, tiles.size, exclude, stats)
         shape = (prob.B, tiles.n_tiles, idx.shape[1])
         k_idx = np.broadcast_to(idx[:, None, :], shape)
         return tile_partial(
@@ -458,7 +458,9 @@ class WindowSelection(Selection):
         return np.abs(lag) < self.size
 
     def partial(self, prob, exclude, stats, tile):
-        tiles = index_tiles(prob.B, prob.n_q, tile)
+        # a tile of r queries lists r + w - 1 (causal) or r + 2w - 2 keys where each query needs
+        # w (2w - 1): tiles of about w/2 queries keep that overhead near 1.25x
+        tiles = index_tiles(prob.B, prob.n_q, max(16, min(tile, self.size // 2)))
         r, w = tiles.size, self.size
         ahead = 0 if prob.causal else w - 1
         c = min(prob.n_k, r + w - 1 + ahead)
