@@ -43,6 +43,7 @@ e.g. ``0,8,15,23,30``), ``SKETCHLA_LLM_WINDOWS`` and ``SKETCHLA_LLM_PASSKEY`` (`
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -377,7 +378,7 @@ def _time_methods(ctx: Context, qkv: dict, repeat: int) -> dict[str, tuple[float
     if not qkv:
         return {}
     n, (q, k, v) = next(iter(qkv.items()))
-    cases = [Case(name, lambda f=f: f(q, k, v)) for name, f in _solvers().items()]
+    cases = [Case(name, functools.partial(f, q, k, v)) for name, f in _solvers().items()]
     with torch.inference_mode():
         timed = run_interleaved(cases, repeat, lambda what: None)
     ctx.step("timing")
@@ -388,8 +389,8 @@ def _time_methods(ctx: Context, qkv: dict, repeat: int) -> dict[str, tuple[float
     rows = []
     base = out["torch SDPA"][0]
     for name, (med, spread) in out.items():
-        noisy = "NOISY" if spread > 0.5 else ""
-        rows.append([name, f"{med * 1e3:.1f}", f"{base / med:.2f}", f"{spread:.2f}", noisy])
+        flag = "NOISY" if spread > 0.5 else ""
+        rows.append([name, f"{med * 1e3:.1f}", f"{base / med:.2f}", f"{spread:.2f}", flag])
     _table(
         ctx,
         f"attention time per call, last layer's Q/K/V at n = {n} (1 x 9 heads, 3 KV heads, "
