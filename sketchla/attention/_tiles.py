@@ -156,6 +156,8 @@ class QueryTiles:
     order: np.ndarray
     n_tiles: int
     size: int
+    #: ``order`` is the index order (tiles of consecutive queries): nothing to permute back
+    in_order: bool = False
 
     def inverse(self) -> np.ndarray:
         inv = np.empty_like(self.order)
@@ -177,7 +179,9 @@ class QueryTiles:
 def index_tiles(B: int, n_q: int, size: int) -> QueryTiles:
     """Queries in index order, cut into tiles of ``size`` rows."""
     n_tiles = -(-n_q // size)
-    return QueryTiles(np.broadcast_to(np.arange(n_q), (B, n_q)), n_tiles, min(size, n_q))
+    return QueryTiles(
+        np.broadcast_to(np.arange(n_q), (B, n_q)), n_tiles, min(size, n_q), in_order=True
+    )
 
 
 def _pad(order: np.ndarray, size: int) -> np.ndarray:
@@ -270,12 +274,15 @@ def tile_partial(
         if lse2 is not None:
             lse2[s:e] = l2
     # back to query order; padded query rows (sorted position >= n_q) are dropped
-    inv = tiles.inverse()
+    n_q = tiles.order.shape[1]
+    inv = None if tiles.in_order else tiles.inverse()
 
     def unsort(X: np.ndarray | None) -> np.ndarray | None:
         if X is None:
             return None
         X = X.reshape(B, nt * r, *X.shape[2:])
+        if inv is None:
+            return X[:, :n_q]
         return np.take_along_axis(X, inv.reshape(*inv.shape, *([1] * (X.ndim - 2))), axis=1)
 
     lse_q = unsort(lse)

@@ -452,10 +452,12 @@ class WindowSelection(Selection):
         self.offset = prob.q_start - prob.k_start
 
     def member(self, b, q, k):
+        # 0 <= lag < w (causal) or |lag| < w, each as one unsigned comparison on int64 lags
         lag = (q + self.offset)[:, :, None] - k[:, None, :]
-        if self.causal:
-            return (lag >= 0) & (lag < self.size)
-        return np.abs(lag) < self.size
+        if not self.causal:
+            lag += self.size - 1
+            return lag.view(np.uint64) < np.uint64(2 * self.size - 1)
+        return lag.view(np.uint64) < np.uint64(self.size)
 
     def partial(self, prob, exclude, stats, tile):
         # a tile of r queries lists r + w - 1 (causal) or r + 2w - 2 keys where each query needs
