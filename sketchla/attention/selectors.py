@@ -452,8 +452,11 @@ class WindowSelection(Selection):
         self.offset = prob.q_start - prob.k_start
 
     def member(self, b, q, k):
-        # 0 <= lag < w (causal) or |lag| < w, each as one unsigned comparison on int64 lags
-        lag = (q + self.offset)[:, :, None] - k[:, None, :]
+        return self._band((q + self.offset)[:, :, None] - k[:, None, :])
+
+    def _band(self, lag: np.ndarray) -> np.ndarray:
+        """0 <= lag < w (causal) or |lag| < w, as one unsigned comparison of int64 lags."""
+        lag = lag.astype(np.int64)
         if not self.causal:
             lag += self.size - 1
             return lag.view(np.uint64) < np.uint64(2 * self.size - 1)
@@ -470,10 +473,17 @@ class WindowSelection(Selection):
         lo = np.clip(lo, 0, prob.n_k - c)
         k_idx = lo[:, None] + np.arange(c)[None, :]
         k_idx = np.broadcast_to(k_idx[None], (prob.B, tiles.n_tiles, c))
+        # entry (i, j) of tile t has lag (t r + offset - lo_t) + i - j: one (r, c) band pattern
+        # per distinct shift (all tiles but the clipped ones at the ends share one)
+        shifts, which = np.unique(
+            np.arange(tiles.n_tiles) * r + self.offset - lo, return_inverse=True
+        )
+        template = np.arange(r)[:, None] - np.arange(c)[None, :]
+        outside = ~self._band(template[None] + shifts[:, None, None])
 
         def claimed(b, q, k):
-            band = self.member(b, q, k)
-            return ~band if exclude is None else ~band | exclude(b, q, k)
+            drop = outside[which[q[:, 0] // r]]
+            return drop if exclude is None else drop | exclude(b, q, k)
 
         return tile_partial(prob, tiles, k_idx, None, claimed, stats=stats)
 
