@@ -400,10 +400,13 @@ def _time_methods(ctx: Context, qkv: dict, repeat: int) -> dict[str, tuple[float
         rows,
     )
     noisy = [name for name, (_, s) in out.items() if s > 0.5]
-    fastest = min((m for m in out if m != "torch SDPA"), key=lambda m: out[m][0])
+    # the fastest method that approximates (exact (sketchla) and hyper at its defaults, exact
+    # at these n, are left out)
+    approx = [m for m in out if m not in ("torch SDPA", "exact (sketchla)", *EXACT_AT_THESE_N)]
+    fastest = min(approx, key=lambda m: out[m][0])
     ctx.report(
-        f"attention time per call at n = {n}: torch SDPA vs the fastest sketchla method "
-        f"({fastest}), ms",
+        f"attention time per call at n = {n}: torch SDPA vs the fastest approximating sketchla "
+        f"method ({fastest}), ms",
         "issue 17: speed measured against torch SDPA on CPU, interleaved",
         f"{base * 1e3:.1f} / {out[fastest][0] * 1e3:.1f}",
         note=(
@@ -433,7 +436,7 @@ def verdicts(ppl_n: dict[str, dict[int, float]], L: int) -> dict[str, str]:
 
 
 def _report_perplexity(ctx: Context, cfg: Config, ppl: dict, times: dict) -> None:
-    Ls = list(cfg.layers)
+    Ls = sorted({L for n in cfg.sizes for t in ppl[n].values() for L in t})
     for n in cfg.sizes:
         rows = []
         for m in ("exact", *METHOD_ORDER):
@@ -445,7 +448,7 @@ def _report_perplexity(ctx: Context, cfg: Config, ppl: dict, times: dict) -> Non
             ["method", *[f"L={L}" for L in Ls]],
             rows,
         )
-        Lmax = max(Ls)
+        Lmax = max(cfg.layers)
         for m, text in verdicts(ppl[n], Lmax).items():
             ctx.report(
                 f"n = {n}, last {Lmax} layers patched: {m} vs the baselines (sinks + window, "
@@ -479,7 +482,7 @@ def _report_perplexity(ctx: Context, cfg: Config, ppl: dict, times: dict) -> Non
     )
     if times:
         n = cfg.sizes[-1]
-        Lmax = max(Ls)
+        Lmax = max(cfg.layers)
         fig, axes = figure(1, width=6.0)
         ax = axes[0]
         for i, m in enumerate(METHOD_ORDER):
