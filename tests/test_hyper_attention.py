@@ -122,7 +122,7 @@ def test_padding_never_changes_the_output(QKV, block_size, bits):
 
 
 def test_causal_output_never_depends_on_future_keys_or_values():
-    Q, K, V = attention_instance("flat", 1001, 16, seed=0)
+    Q, K, V = attention_instance("flat", 1001, 16, rng=0)
     kw = {
         "causal": True,
         "causal_scheme": "halving",
@@ -141,7 +141,7 @@ def test_causal_output_never_depends_on_future_keys_or_values():
 
 
 def test_seed_and_float32():
-    Q, K, V = attention_instance("flat", 700, 16, seed=2)
+    Q, K, V = attention_instance("flat", 700, 16, rng=2)
     a = sketchla.hyper_attention(Q, K, V, block_size=64, rng=3)
     assert np.array_equal(a, sketchla.hyper_attention(Q, K, V, block_size=64, rng=3))
     assert not np.array_equal(a, sketchla.hyper_attention(Q, K, V, block_size=64, rng=4))
@@ -195,7 +195,7 @@ LEVERS = {"sink": ("KeyIndices([0])", 0.04), "large_norm": ("TopNorm(n // 100)",
 @pytest.mark.parametrize("n", [1024, 4096])
 @pytest.mark.parametrize("kind", ["flat", "planted", "sink", "large_norm"])
 def test_spectral_ratio_bounded_and_decreasing_in_sample_size(kind, n, capsys):
-    Q, K, V = attention_instance(kind, n, 64, seed=0)
+    Q, K, V = attention_instance(kind, n, 64, rng=0)
     ref = Reference(Q, K, V)
     ratios = {
         m: ref.ratio(sketchla.hyper_attention(Q, K, V, sample_size=m, rng=0))
@@ -226,7 +226,7 @@ def test_spectral_ratio_bounded_and_decreasing_in_sample_size(kind, n, capsys):
 
 
 def test_dense_ratio_agrees_with_spectral_error():
-    Q, K, V = attention_instance("planted", 1024, 64, seed=0)
+    Q, K, V = attention_instance("planted", 1024, 64, rng=0)
     approx = sketchla.hyper_attention(Q, K, V, rng=0)
     ratio = sketchla.spectral_error(Q, K, V, approx)
     assert ratio == pytest.approx(Reference(Q, K, V).ratio(approx), rel=1e-4)

@@ -162,7 +162,7 @@ def test_stderr_matches_the_spread_over_seeds():
 
 
 def test_clamp_only_raises_light_estimates():
-    Q, K, _ = attention_instance("planted", 512, 16, seed=0)
+    Q, K, _ = attention_instance("planted", 512, 16, rng=0)
     Q = Q / 4
     free = sketchla.approx_rowsums(Q, K, rng=3, kappa=None)
     for kappa in (1.0, 16.0, 1e6):
@@ -190,7 +190,7 @@ def test_relative_error_on_attention_instances(case, capsys):
     kwargs, _, median_bound, max_bound = ERROR_BOUNDS[case]
     medians, maxima = [], []
     for seed in range(3):
-        Q, K, _ = attention_instance(case.split("+")[0], 1024, 64, seed=seed)
+        Q, K, _ = attention_instance(case.split("+")[0], 1024, 64, rng=seed)
         Q = Q / 8  # the attention scale 1/sqrt(d)
         rel = np.abs(
             np.expm1(sketchla.approx_rowsums(Q, K, rng=seed, **kwargs) - exact_log_rowsums(Q, K))
@@ -465,7 +465,7 @@ def test_multiround_light_part_is_unbiased():
 def test_multiround_needle_hit_rate_grows_with_rounds():
     """Planted instance: the fraction of rows whose needle (largest logit) is a candidate grows
     with the number of rounds T (same hash for the first rounds: sets are nested)."""
-    Q, K, _ = attention_instance("planted", 2048, 32, d_v=1, seed=0)
+    Q, K, _ = attention_instance("planted", 2048, 32, d_v=1, rng=0)
     Q = Q / np.sqrt(32)
     rows = np.arange(0, 2048, 8)
     needle = np.argmax(Q[rows] @ K.T, axis=1)
@@ -612,7 +612,7 @@ def test_control_variate_lowers_the_error(kind, at_most):
     D with the control variate is at most ``at_most`` times the Horvitz-Thompson one
     (measured 0.32 on flat, where a quadratic in the logit explains most of the variance, and
     0.78 on planted, where it is dominated by needles the windows missed)."""
-    Q, K, _ = attention_instance(kind, 2048, 16, d_v=1, seed=0)
+    Q, K, _ = attention_instance(kind, 2048, 16, d_v=1, rng=0)
     Q = Q / 4
     exact = exact_log_rowsums(Q, K)
     keys = MultiRoundLSH(8, 8)
@@ -632,7 +632,7 @@ def test_control_variate_lowers_the_error(kind, at_most):
 def test_control_variate_stderr_matches_the_spread_over_seeds():
     """On the flat instance (n = 2048) the reported standard error of log D, averaged over
     rows, is within a factor 1.5 of the rms error over 40 fixed seeds."""
-    Q, K, _ = attention_instance("flat", 2048, 16, d_v=1, seed=1)
+    Q, K, _ = attention_instance("flat", 2048, 16, d_v=1, rng=1)
     Q = Q / 4
     exact = exact_log_rowsums(Q, K)
     errs, ses = [], []
@@ -722,7 +722,7 @@ def test_sortlsh_control_variate_lowers_the_error_at_the_defaults():
     relative error of D with the control variate is at most half the plain one (measured
     1.5% against 4.4-5.3%), and its reported standard error is within a factor 1.5 of the
     rms error over 20 seeds."""
-    Q, K, _ = attention_instance("flat", 4096, 16, d_v=1, seed=0)
+    Q, K, _ = attention_instance("flat", 4096, 16, d_v=1, rng=0)
     Q = Q / 4
     exact = exact_log_rowsums(Q, K)
     med = {}

@@ -166,7 +166,7 @@ def test_all_keys_equal_exact_attention(problem):
 @pytest.mark.parametrize("causal", [False, True])
 def test_softmax_error_within_the_a_posteriori_bound(kind, causal):
     """For softmax nothing bounds the excluded mass m_i, but bound 2 holds with it."""
-    Q, K, V = attention_instance(kind, 256, 8, seed=13)
+    Q, K, V = attention_instance(kind, 256, 8, rng=13)
     eps, window = 0.02, 8
     out = lev_attention(Q, K, V, eps=eps, local_window=window, causal=causal)
     keys = lev_key_set(K, eps=eps, causal=causal)
@@ -179,7 +179,7 @@ def test_softmax_random_sign_counterexample():
     leverage score is about d/n, so the universal set is empty and the heavy entries are lost:
     LevAttention is a heuristic for softmax."""
     n, d = 512, 64
-    Q, K, V = attention_instance("random_sign", n, d, seed=14)
+    Q, K, V = attention_instance("random_sign", n, d, rng=14)
     W = dense_weights(Q, K, "softmax")
     assert (W.argmax(axis=1) == np.arange(n)).all()
     assert np.diag(W).min() > 0.5  # logit sqrt(d) = 8 against about N(0, 1) for the others
@@ -219,7 +219,7 @@ def test_top_k_keeps_the_k_highest_scores_and_batches_per_head():
 
 
 def test_sketched_scores_are_seeded():
-    Q, K, V = attention_instance("large_norm", 400, 8, seed=17)
+    Q, K, V = attention_instance("large_norm", 400, 8, rng=17)
     a = lev_attention(Q, K, V, k=40, score_method="sketch", rng=3)
     b = lev_attention(Q, K, V, k=40, score_method="sketch", rng=3)
     np.testing.assert_array_equal(a, b)
@@ -288,7 +288,7 @@ def test_overflowing_logits_raise_instead_of_zero_rows(kernel, n_q):
 def test_tile_does_not_change_the_output(tile, local_window, causal, kernel):
     """tile (queries per tile, default 256) is a speed knob: every tile size gives the same
     output to rounding."""
-    Q, K, V = attention_instance("planted", 257, 8, seed=3)
+    Q, K, V = attention_instance("planted", 257, 8, rng=3)
     ref = lev_attention(
         Q, K, V, eps=0.1, local_window=local_window, causal=causal, kernel=kernel, tile=257
     )

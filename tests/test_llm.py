@@ -148,7 +148,7 @@ def test_verdicts_are_computed_from_the_numbers():
 
 
 def test_yardsticks():
-    Q, K, V = attention_instance("flat", 256, 16, seed=1)
+    Q, K, V = attention_instance("flat", 256, 16, rng=1)
     exact, denom, _ = vhyper._spectral_denominators(Q, K, V)
     ys = vhyper.yardstick_ratios(Q, K, V, exact, denom, window=32)
     assert set(ys) == set(vhyper.YARDSTICKS)

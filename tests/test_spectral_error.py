@@ -30,7 +30,7 @@ def dense_ratio(Q, K, V, approx, causal=False, scale=None):
 @pytest.mark.parametrize("kind", ATTENTION_INSTANCES)
 @pytest.mark.parametrize("causal", [False, True])
 def test_ratio_and_diagnostics_match_dense(kind, causal):
-    Q, K, V = attention_instance(kind, 256, 16, seed=7)
+    Q, K, V = attention_instance(kind, 256, 16, rng=7)
     P, lse, S = dense_softmax(Q, K, causal)
     rng = np.random.default_rng(1)
     approx = P @ V + 0.05 * rng.standard_normal(V.shape)
@@ -62,7 +62,7 @@ def test_ratio_and_diagnostics_match_dense(kind, causal):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_softmax_op_norm_alone(causal):
-    Q, K, _ = attention_instance("sink", 200, 8, seed=8)
+    Q, K, _ = attention_instance("sink", 200, 8, rng=8)
     norm, converged, passes = softmax_op_norm(Q, K, causal, scale=0.3)
     P = dense_softmax(Q, K, causal, 0.3)[0]
     assert converged and passes <= 300
@@ -73,7 +73,7 @@ def test_softmax_op_norm_alone(causal):
 def test_agrees_with_dense_at_n_2048(n_q, n_k):
     """Cross attention with 2048 queries or keys (a square 2048 x 2048 dense SVD would take
     tens of seconds on the shared 2-core machine)."""
-    Q, K, V = attention_instance("planted", n_q, 32, n_k=n_k, seed=3)
+    Q, K, V = attention_instance("planted", n_q, 32, n_k=n_k, rng=3)
     approx = exact_attention(Q, K, V) + 1e-3 * np.random.default_rng(2).standard_normal((n_q, 32))
     ratio, diag = spectral_error(Q, K, V, approx, return_diagnostics=True)
     P = dense_softmax(Q, K)[0]
@@ -109,7 +109,7 @@ def test_property_matches_dense(problem):
 
 
 def test_exact_output_has_zero_error_and_float32_inputs_work():
-    Q, K, V = attention_instance("flat", 300, 8, dtype=np.float32, seed=4)
+    Q, K, V = attention_instance("flat", 300, 8, dtype=np.float32, rng=4)
     assert spectral_error(Q, K, V, exact_attention(Q, K, V)) < 1e-6  # float32 rounding of approx
     Q, K, V = (X.astype(np.float64) for X in (Q, K, V))
     assert spectral_error(Q, K, V, exact_attention(Q, K, V), causal=False) < 1e-14
@@ -134,7 +134,7 @@ def test_never_holds_the_n_by_n_matrix(monkeypatch):
     """With panels of 2^13 entries, n = 1024 peaks far below the 8 MiB of the dense matrix."""
     monkeypatch.setattr(errors_module, "PANEL_ENTRIES", 2**13)
     n = 1024
-    Q, K, V = attention_instance("flat", n, 8, seed=6)
+    Q, K, V = attention_instance("flat", n, 8, rng=6)
     approx = np.zeros_like(V)
     tracemalloc.start()
     try:

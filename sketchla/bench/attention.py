@@ -118,7 +118,7 @@ def spectral_ratios(
     plus the ratio ||Att||_op / (||softmax||_op ||V||_op) of the zero output as a yardstick."""
     ratios: dict[str, dict[str, float]] = {name: {} for name in solvers}
     for kind in SPECTRAL_INSTANCES:
-        Q, K, V = attention_instance(kind, n, d, seed=seed, dtype=np.float32)
+        Q, K, V = attention_instance(kind, n, d, rng=seed, dtype=np.float32)
         q, k, v = (X.astype(np.float64) for X in (Q, K, V))
         exact = exact_attention(q, k, v, causal=causal)
         sigma = softmax_op_norm(q, k, causal)[0]
@@ -167,7 +167,7 @@ def versus_yardsticks(ratios: dict[str, dict[str, float]], solver: str) -> str:
 def _time_size(size, d, causal, repeat, seed, solvers, sdpa, exact_repeat_max_n, progress):
     """Timed cases of one (n, causal) on the "flat" instance, interleaved."""
     tag = _tag(size, causal)
-    Q, K, V = attention_instance("flat", size, d, seed=seed, dtype=np.float32)
+    Q, K, V = attention_instance("flat", size, d, rng=seed, dtype=np.float32)
     exact = partial(exact_attention, Q, K, V, causal=causal)
     timed = {}
     cases = []

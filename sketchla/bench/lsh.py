@@ -99,7 +99,7 @@ def exact_log_rowsums(Q: np.ndarray, K: np.ndarray, rows: int = 1024) -> np.ndar
 
 
 def _instance(kind: str, n: int, d: int, seed: int):
-    Q, K, _ = attention_instance(kind, n, d, d_v=1, seed=seed, dtype=np.float32)
+    Q, K, _ = attention_instance(kind, n, d, d_v=1, rng=seed, dtype=np.float32)
     return Q * np.float32(1 / np.sqrt(d)), K
 
 

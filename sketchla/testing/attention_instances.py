@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import check_int, check_real
+from ..random import UNSET, RngLike, SeedLike, external_stacklevel, rng_alias
 
 __all__ = ["ATTENTION_INSTANCES", "attention_instance"]
 
@@ -42,7 +43,8 @@ def attention_instance(
     n_k: int | None = None,
     d_v: int | None = None,
     needle: float = 1.0,
-    seed: int = 0,
+    rng: RngLike = None,
+    seed: SeedLike | object = UNSET,
     dtype=np.float64,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Q (n, d), K (n_k, d), V (n_k, d_v) of the named kind (see the module docstring).
@@ -61,8 +63,11 @@ def attention_instance(
     needle : float
         ``"planted"`` only: the needle's logit is about ``needle * log(n_k)``; above 1 the
         needle carries most of its row's mass.
-    seed : int
-        Seed of the NumPy generator that draws the instance (test data, not a sketch).
+    rng : int, SeedSequence, numpy Generator or None
+        The NumPy generator that draws the instance (``numpy.random.default_rng(rng)``; test
+        data, not a sketch). None: fresh entropy (SPEC 7), as everywhere in sketchla; pass an
+        int for a reproducible instance.
+    seed : deprecated alias of ``rng``.
     dtype : float32 or float64
 
     Examples
@@ -80,7 +85,9 @@ def attention_instance(
     needle = check_real(needle, "needle", 0.0)
     if kind == "random_sign" and n_k != n:
         raise ValueError(f"kind 'random_sign' has Q = K and needs n_k == n, got {n_k} != {n}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(
+        rng_alias(rng, seed, stacklevel=external_stacklevel())  # type: ignore[arg-type]
+    )
     log_nk = np.log(max(n_k, 2))
     if kind == "random_sign":
         Q = K = rng.choice([-1.0, 1.0], size=(n, d))

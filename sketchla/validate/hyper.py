@@ -116,7 +116,7 @@ def run_gray(ctx: Context) -> None:
     scale = 1 / np.sqrt(d)
     rows = []
     for kind in INSTANCES:
-        Q, K, _ = attention_instance(kind, n, d, seed=3)
+        Q, K, _ = attention_instance(kind, n, d, rng=3)
         h = SimHash(d, r, rng=0)
         cq, ck = h.codes(Q), h.codes(K)
         res = {}
@@ -186,7 +186,7 @@ def run_approx_d(ctx: Context) -> None:
     err = {}
     worst_exact = 0.0
     for kind in INSTANCES:
-        Q, K, _ = attention_instance(kind, n, d, seed=4)
+        Q, K, _ = attention_instance(kind, n, d, rng=4)
         Qs = Q * scale
         ref = exact_lse(Q, K, scale)
         # exactness: every key heavy; every key sampled once without replacement
@@ -329,7 +329,7 @@ def run_hyper_spectral(ctx: Context) -> None:
     ys: dict[str, dict[str, float]] = {}
     worst_exact = 0.0
     for kind in INSTANCES:
-        Q, K, V = attention_instance(kind, n, d, seed=5)
+        Q, K, V = attention_instance(kind, n, d, rng=5)
         exact, denom, diag = _spectral_denominators(Q, K, V)
         assumptions[kind] = diag
         cached[kind, n] = (Q, K, V, exact, denom)
@@ -413,7 +413,7 @@ def run_hyper_spectral(ctx: Context) -> None:
             if (kind, nn) in cached:
                 Q, K, V, exact, denom = cached[kind, nn]
             else:
-                Q, K, V = attention_instance(kind, nn, d, seed=5)
+                Q, K, V = attention_instance(kind, nn, d, rng=5)
                 exact, denom, _ = _spectral_denominators(Q, K, V)
             by_n[kind, nn] = float(
                 np.mean(
@@ -538,7 +538,7 @@ def run_hyper_time(ctx: Context) -> None:
     times: dict[str, list[float]] = {"exact": [], "hyper": []}
     spread: dict[str, list[float]] = {"exact": [], "hyper": []}
     for nn in ns:
-        Q, K, V = attention_instance("flat", nn, d, seed=7)
+        Q, K, V = attention_instance("flat", nn, d, rng=7)
         Q, K, V = (X.astype(np.float32) for X in (Q, K, V))
         got = _interleaved_times(
             {

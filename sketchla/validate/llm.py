@@ -99,7 +99,7 @@ class Config:
 def config(ctx: Context) -> Config:
     """The profile's sizes, with the environment overrides of the module docstring."""
     cfg = ctx.pick(
-        Config((512,), 1, (0, 15, 30), 512, 15, 3),
+        Config((512,), 1, (0, 8, 15), 512, 8, 3),
         Config((2048, 4096), 2, (0, 8, 15, 23, 30), 4096, 30, 5),
     )
     env = os.environ

@@ -74,7 +74,7 @@ def captured_mass(P: np.ndarray, K: np.ndarray, ks, window: int = -1, seed: int 
 def run_counterexample(ctx: Context) -> None:
     n, d = ctx.pick((1024, 64), (4096, 96))
     eps = 0.1
-    Q, K, _ = attention_instance("random_sign", n, d, seed=0)
+    Q, K, _ = attention_instance("random_sign", n, d, rng=0)
     P = softmax_matrix(Q, K)
     diag = np.diag(P)
     heavy = int(np.sum(np.any(P >= eps, axis=0)))
@@ -112,7 +112,7 @@ def run_mass(ctx: Context) -> None:
     ctx.set_total(len(kinds) + 1)
     curves = {}
     for kind in kinds:
-        Q, K, _ = attention_instance(kind, n, d, seed=1)
+        Q, K, _ = attention_instance(kind, n, d, rng=1)
         P = softmax_matrix(Q, K)
         curves[kind, False] = captured_mass(P, K, ks)
         curves[kind, True] = captured_mass(P, K, ks, window=window)
@@ -132,7 +132,7 @@ def run_mass(ctx: Context) -> None:
     needles = [0.5, 1.0, 1.5, 2.0, 3.0]
     needle_mass: dict[str, list[float]] = {s: [] for s in STRATEGIES}
     for nd in needles:
-        Q, K, _ = attention_instance("planted", n, d, needle=nd, seed=2)
+        Q, K, _ = attention_instance("planted", n, d, needle=nd, rng=2)
         c = captured_mass(softmax_matrix(Q, K), K, [k0])
         for s in STRATEGIES:
             needle_mass[s].append(c[s][0])
