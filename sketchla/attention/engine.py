@@ -38,7 +38,7 @@ from .._torch import accepts_torch
 from ..random import UNSET, RngLike, SeedLike, child_seed, external_stacklevel, resolve_rng
 from ._inputs import check_attention_inputs, flatten_heads, raise_for_overflow
 from ._tiles import Membership, Problem, Standardisation, index_tiles, tile_partial
-from .control import logit_standardisation
+from .control import logit_standardisation, regression_light_sums
 from .estimators import ControlVariate, Importance, LightEstimator, Uniform
 from .exact import exact_attention_2d
 from .multiround import multiround_partials
@@ -276,8 +276,6 @@ def evaluate(
 def _regression(prob, light, stats, removed, never, rest) -> Partial:
     """The light partial (``lse`` and ``lse_se``) by the cross-fitted control variate of
     :mod:`sketchla.attention.control`, from the moments of the sampled tiles."""
-    from .control import regression_light_sums
-
     B, n_q, n_k = prob.B, prob.n_q, prob.n_k
     assert light.mom is not None and light.mom_max is not None
     n_pop = np.full((B, n_q), n_k) if never is None else np.repeat(n_k - never.sum(axis=1), n_q)

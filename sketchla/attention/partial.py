@@ -20,7 +20,7 @@ key selectors (each key once) and the estimate of its light estimator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -130,7 +130,3 @@ def merge_all(parts: list[Partial], shape: tuple[int, int], dtype: np.dtype) -> 
             lse, out = merge_partials(lse, out, p.lse, p.out)
     return Partial(lse, out)
 
-
-def with_lse(part: Partial, lse: np.ndarray) -> Partial:
-    """``part`` with its ``lse`` replaced (e.g. after a clamp)."""
-    return replace(part, lse=lse)
