@@ -209,7 +209,7 @@ def evaluate(
     node_seed = rng if node == 0 else child_seed(rng, node)
     control = isinstance(comp.rest, ControlVariate)
     stats = None
-    if control:
+    if control and comp.multiround is None:  # the multi-round kernels standardise their own
         pairs = [logit_standardisation(prob.q[b], prob.keys_of(b)) for b in range(prob.B)]
         stats = Standardisation(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
     sels: list[Selection] = []
@@ -231,7 +231,7 @@ def evaluate(
         exact.append(sel.partial(prob, claimed, stats, tile))
         claimed = _union(claimed, sel.member)
     removed = None
-    if control:
+    if stats is not None:
         removed = np.zeros((prob.B, prob.n_q, 3))
         for part in exact:
             if part.mom is not None:
