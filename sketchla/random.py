@@ -151,15 +151,7 @@ def resolve_rng(
     ``seed`` is the deprecated alias of ``rng``: it emits a DeprecationWarning, and passing
     both is a TypeError.
     """
-    if not isinstance(seed, _Unset):
-        if rng is not None:
-            raise TypeError("pass rng= only: seed= is its deprecated alias, got both")
-        warnings.warn(
-            "seed= is deprecated and will be removed; pass rng= instead (SPEC 7)",
-            DeprecationWarning,
-            stacklevel=stacklevel,
-        )
-        rng = seed
+    rng = rng_alias(rng, seed, stacklevel=stacklevel + 1)
     if isinstance(rng, np.random.Generator):
         words = rng.integers(0, 2**32, size=4, dtype=np.uint64)
         return np.random.SeedSequence([int(w) for w in words])
