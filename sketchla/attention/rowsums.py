@@ -134,25 +134,30 @@ def approx_rowsums(
     batch_shape = Q.shape[:-2]
     prob = Problem(Q.reshape(-1, *Q.shape[-2:]), K.reshape(-1, *K.shape[-2:]), None, False)
     B, n_q = prob.B, prob.n_q
-    ev = evaluate(prob, comp, seq, 0, TILE, want_sq=return_stderr)
-    heavy = np.full((B, n_q), -np.inf, dtype=prob.dtype)
-    for part in ev.exact:
-        heavy = np.logaddexp(heavy, part.lse)
-    stderr = np.zeros((B, n_q), dtype=prob.dtype)
-    if ev.light is None:
-        log_d = heavy
-    else:
-        light = ev.light.lse
-        if kappa is not None:
-            log_tau = pilot_rows(prob, ev.claimed, pilot_size, seq)[0]
-            light = np.maximum(light, (log_tau - np.log(kappa)).astype(prob.dtype)[:, None])
-        log_d = np.logaddexp(heavy, light)
-        if return_stderr:
-            assert rest is not None
-            m = min(rest.sample_size, prob.n_k) if comp.multiround is not None else rest.sample_size
-            fpc = 1.0 - m / prob.n_k if comp.multiround is not None else ev.fpc
-            with np.errstate(invalid="ignore", divide="ignore"):
-                stderr = _log_stderr(ev.light, log_d, m, fpc)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+        ev = evaluate(prob, comp, seq, 0, TILE, want_sq=return_stderr)
+        heavy = np.full((B, n_q), -np.inf, dtype=prob.dtype)
+        for part in ev.exact:
+            heavy = np.logaddexp(heavy, part.lse)
+        stderr = np.zeros((B, n_q), dtype=prob.dtype)
+        if ev.light is None:
+            log_d = heavy
+        else:
+            light = ev.light.lse
+            if kappa is not None:
+                log_tau = pilot_rows(prob, ev.claimed, pilot_size, seq)[0]
+                light = np.maximum(light, (log_tau - np.log(kappa)).astype(prob.dtype)[:, None])
+            log_d = np.logaddexp(heavy, light)
+            if return_stderr:
+                assert rest is not None
+                m = (
+                    min(rest.sample_size, prob.n_k)
+                    if comp.multiround is not None
+                    else rest.sample_size
+                )
+                fpc = 1.0 - m / prob.n_k if comp.multiround is not None else ev.fpc
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    stderr = _log_stderr(ev.light, log_d, m, fpc)
     if not np.isfinite(log_d).all():  # Q and K are finite: their logits overflowed
         raise ValueError(
             f"the logits Q K^T overflowed {log_d.dtype} although Q and K are finite; rescale Q or K"
